@@ -1,0 +1,44 @@
+# mi-align: the two commands a fresh machine needs are `make demo` and `make test`.
+# torch is installed first and pinned through constraints.txt: letting the resolver pick it pulls the newest
+# build with several GB of CUDA wheels on a CPU-only box.
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PYTEST_ARGS ?=
+RUN_DIR ?= runs/demo
+MODEL ?= gemma-3-1b-it
+
+.PHONY: install test test-all demo reproduce bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q torch==$(TORCH_VERSION)
+	$(PYTHON) -m pip install -q -r requirements.txt -c constraints.txt
+	touch $(STAMP)
+
+# The default suite: everything but tests marked `slow` (CI budget: 30 min on 2 cores).
+test: $(STAMP)
+	$(OFFLINE) $(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(OFFLINE) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(OFFLINE) $(PYTHON) -m common run --config configs/demo.yaml --run-dir $(RUN_DIR)
+
+# GPU box: the paper preset for one of the four paper models (needs the hub or a local model copy).
+reproduce: $(STAMP)
+	$(PYTHON) -m common run --config configs/paper.yaml --set model=$(MODEL) --run-dir runs/paper-$(MODEL)
+
+bench: $(STAMP)
+	$(OFFLINE) $(PYTHON) benchmarks/bench_sandbox.py
+	$(OFFLINE) $(PYTHON) benchmarks/bench_generation.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
