@@ -173,3 +173,24 @@ def record_config(run: RunDir, config: PipelineConfig) -> None:
     """Keep the latest resolved config beside the artifacts (each artifact also has its own manifest)."""
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(config, run.config_file)
+
+
+def save_dataset(dataset, folder: Path) -> Path:
+    """``save_to_disk`` through a temporary folder and a rename, so a crash never leaves a half-written dataset
+    where a later stage would read it."""
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load_dataset_dir(folder: Path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(folder))

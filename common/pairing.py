@@ -1,0 +1,112 @@
+"""From scored candidates to DPO preference pairs: the labelling rule shared by stage 1b and stage 2a.
+
+chosen = the passing candidate with the higher Maintainability Index. Only candidates that passed every assert
+and that radon can parse take part; identical strings never make a pair. Ties carry no preference, so pairs whose
+MI difference is below ``min_margin`` are dropped — unless ``keep_ties`` (the paper kept 28/238 tied pairs, the
+first output chosen).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from .prompts import Prompt, completion_target
+
+PAIR_COLUMNS = ("task_id", "prompt", "chosen", "rejected", "chosen_mi", "rejected_mi", "mi_margin", "generator",
+                "chosen_code", "rejected_code")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    code: str
+    mi: float | None
+    passed: bool
+    index: int = 0  # position among the task's candidates: breaks ties ("output 1 chosen")
+
+
+def usable(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """Passing, MI-scored candidates with distinct code (whitespace at the ends ignored), in index order."""
+    seen, kept = set(), []
+    for candidate in sorted(candidates, key=lambda c: c.index):
+        key = candidate.code.strip()
+        if candidate.passed and candidate.mi is not None and key and key not in seen:
+            seen.add(key)
+            kept.append(candidate)
+    return kept
+
+
+def select_pairs(candidates: Iterable[Candidate], pairing: str = "extremes", min_margin: float = 1e-6,
+                 keep_ties: bool = False) -> list[tuple[Candidate, Candidate]]:
+    """(chosen, rejected) pairs for one task.
+
+    ``extremes``: the max-MI against the min-MI candidate (the paper's stage 2a rule; with two candidates it is
+    the stage 1 rule). ``all``: every pair of distinct candidates. Equal MI: the lower index is chosen.
+    """
+    pool = usable(candidates)
+    if len(pool) < 2:
+        return []
+    ranked = sorted(pool, key=lambda c: (-c.mi, c.index))
+    if pairing == "extremes":
+        combos = [(ranked[0], ranked[-1])]
+    elif pairing == "all":
+        combos = list(itertools.combinations(ranked, 2))  # ranked order: the first of each pair is chosen
+    else:
+        raise ValueError(f"pairing must be 'extremes' or 'all', got {pairing!r}")
+    return [(hi, lo) for hi, lo in combos if keep_ties or hi.mi - lo.mi >= min_margin]
+
+
+def pair_row(task: Mapping[str, Any], prompt: Prompt, style: str, chosen: Candidate, rejected: Candidate,
+             generator: str) -> dict[str, Any]:
+    """One DPO row: ``prompt`` in the model's form, chosen/rejected fenced to match it, MI kept for inspection."""
+    return {
+        "task_id": int(task["task_id"]),
+        "prompt": prompt,
+        "chosen": completion_target(chosen.code, style),
+        "rejected": completion_target(rejected.code, style),
+        "chosen_mi": float(chosen.mi),
+        "rejected_mi": float(rejected.mi),
+        "mi_margin": float(chosen.mi - rejected.mi),
+        "generator": generator,
+        "chosen_code": chosen.code,
+        "rejected_code": rejected.code,
+    }
+
+
+def pair_summary(rows: list[Mapping[str, Any]], n_tasks: int) -> dict[str, Any]:
+    """Counts and MI statistics printed and saved beside every pairs dataset."""
+    margins = [row["mi_margin"] for row in rows]
+    return {
+        "tasks": n_tasks,
+        "pairs": len(rows),
+        "tasks_with_pairs": len({row["task_id"] for row in rows}),
+        "ties": sum(m < 1e-6 for m in margins),
+        "mean_chosen_mi": _mean([row["chosen_mi"] for row in rows]),
+        "mean_rejected_mi": _mean([row["rejected_mi"] for row in rows]),
+        "mean_margin": _mean(margins),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def plot_mi_distribution(rows: list[Mapping[str, Any]], out_png, title: str) -> None:
+    """Histogram of chosen vs rejected MI (Agg backend: works headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = list(range(0, 105, 5))
+    ax.hist([row["chosen_mi"] for row in rows], bins=bins, alpha=0.6, label="chosen")
+    ax.hist([row["rejected_mi"] for row in rows], bins=bins, alpha=0.6, label="rejected")
+    ax.set_xlabel("Maintainability Index (radon, 0-100)")
+    ax.set_ylabel("pairs")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,40 @@
+"""Execute solutions against their task's asserts and score them by MI: the step every stage shares.
+
+Stage 1b validates generator candidates, stage 2a filters self-generated samples and stage 3 computes pass@k
+and average MI; all of them call :func:`score_solutions`, so the sandbox limits and the MI rule are the same
+everywhere. Identical (task, code) pairs are executed once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from .config import SandboxConfig
+from .mi import maintainability_indices
+
+SCORE_COLUMNS = ("passed", "status", "detail", "duration", "mi")
+
+
+def score_solutions(task_ids: Sequence[int], codes: Sequence[str], tasks: Mapping[int, Mapping[str, Any]],
+                    sandbox: SandboxConfig | None = None, desc: str = "executing") -> list[dict[str, Any]]:
+    """One dict per solution (input order): sandbox verdict fields plus ``mi`` (None when unparsable)."""
+    from .sandbox import run_batch
+
+    sandbox = sandbox or SandboxConfig()
+    if len(task_ids) != len(codes):
+        raise ValueError(f"{len(task_ids)} task ids for {len(codes)} solutions")
+    missing = sorted({int(t) for t in task_ids} - set(tasks))
+    if missing:
+        raise KeyError(f"solutions reference unknown task ids {missing[:10]}")
+    keys = list(dict.fromkeys(zip((int(t) for t in task_ids), codes)))
+    jobs = [{"code": code, "tests": list(tasks[tid]["test_list"]), "setup": tasks[tid].get("test_setup_code") or ""}
+            for tid, code in keys]
+    results = run_batch(jobs, workers=sandbox.workers, timeout=sandbox.timeout, memory_mb=sandbox.memory_mb,
+                        desc=desc) if jobs else []
+    mis = maintainability_indices(code for _, code in keys)
+    by_key = {
+        key: {"passed": bool(res.passed), "status": res.status, "detail": res.detail[:300],
+              "duration": float(res.duration), "mi": mi}
+        for key, res, mi in zip(keys, results, mis)
+    }
+    return [dict(by_key[(int(tid), code)]) for tid, code in zip(task_ids, codes)]
