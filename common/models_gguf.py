@@ -189,7 +189,13 @@ def ensure_gemma_270m() -> Path:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The GGUF-loaded model refuses save_pretrained; an identical model rebuilt from its config does not.
-        config = loaded.config
+        import copy
+
+        config = copy.deepcopy(loaded.config)
+        for attr in ("quantization_config", "_name_or_path"):  # not a GGUF-quantised model any more
+            if hasattr(config, attr):
+                with contextlib.suppress(AttributeError):
+                    delattr(config, attr)
         state = loaded.state_dict()
         del loaded
         with torch.device("meta"):
