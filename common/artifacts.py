@@ -33,6 +33,14 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
                 "self_generation"),
     "dpo_further": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling",
                     "self_generation", "dpo_further"),
+    # Stage 3: one evaluation run = what its variant's adapter depends on + sampling. Not `evaluation`: changing
+    # `evaluation.runs` or `k` must keep finished runs valid (common/evaluation.py).
+    "eval_baseline": ("data", "sandbox", "model", "sampling"),
+    "eval_adapter": ("data", "sandbox", "model", "sampling"),
+    "eval_dpo": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling"),
+    "eval_dpo_further": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling",
+                         "self_generation", "dpo_further"),
+    "report": ("model", "evaluation"),
 }
 
 
