@@ -44,6 +44,11 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# stage name -> the CLI command that produces it (for error messages that say what to run).
+PRODUCER = {"mbpp": "prepare", "candidates": "generate-candidates", "pairs": "label-pairs", "dpo": "dpo",
+            "selfgen": "self-generate", "dpo_further": "dpo-further"}
+
+
 class ArtifactError(RuntimeError):
     """An input artifact is missing, incomplete, or made by another config."""
 
@@ -162,7 +167,7 @@ def require(folder: Path, config: PipelineConfig, stage: str, needed_by: str) ->
     if manifest is None:
         raise ArtifactError(
             f"{needed_by} needs the {stage!r} artifact at {folder}, which is missing or unfinished; "
-            f"run `python -m common {stage.replace('_', '-')} --run-dir {Path(folder).parents[1]}` first"
+            f"run `python -m common {PRODUCER.get(stage, stage)} --run-dir {Path(folder).parents[1]}` first"
         )
     expected = config.fingerprint(*STAGE_SECTIONS.get(stage, ()))
     if manifest.get("fingerprint") != expected:
@@ -191,7 +196,15 @@ def save_dataset(dataset, folder: Path) -> Path:
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()  # a "Saving the dataset" bar per artifact is noise next to the stages' own progress
+    try:
+        dataset.save_to_disk(str(tmp))
+    finally:
+        if was_enabled:
+            enable_progress_bar()
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, folder)

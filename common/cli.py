@@ -11,7 +11,9 @@ import importlib
 import sys
 from pathlib import Path
 
+from .artifacts import ArtifactError
 from .config import ConfigError, field_help, load_config, to_dict
+from .data import DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -94,4 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except (ArtifactError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
