@@ -1,0 +1,165 @@
+"""Stage 3 report: summary.csv, the tables (mean ± std, change against baseline with paired tests, the paper's
+numbers) and the figures, from synthetic per-sample evaluation datasets written to a real run directory."""
+
+import csv
+import statistics
+
+import pytest
+from datasets import Dataset
+
+from common.artifacts import RunDir, read_manifest, save_dataset, write_manifest
+from common.config import load_config
+from common.evaluation import EVAL_STAGES, run_seed
+from common.report import (CURVES_PNG, METRICS_PNG, MI_PNG, PER_TASK_CSV, SUMMARY_CSV, TABLES_MD,
+                           compare_to_baseline, collect_runs, fmt_mean_std, mean_std, print_table, run_report)
+from tests.helpers import REPO
+
+PAPER_CSV = REPO.parent / "shared" / "reference" / "paper_results.csv"
+requires_paper_csv = pytest.mark.skipif(not PAPER_CSV.is_file(), reason=f"{PAPER_CSV} not found")
+N_TASKS, N = 20, 4
+
+
+def make_config(tmp_path, *extra):
+    return load_config(REPO / "configs" / "smoke.yaml",
+                       [f"sampling.num_samples={N}", "evaluation.k=[1,4]", "evaluation.runs=3",
+                        "evaluation.variants=[baseline,dpo]", *extra])
+
+
+def write_run(run, config, variant, r, passes_per_task, mi_of):
+    """A finished evaluation run on disk: task t gets passes_per_task(t) passing samples (of N), MI mi_of(t, i)."""
+    rows = []
+    for tid in range(1, N_TASKS + 1):
+        c = passes_per_task(tid)
+        for i in range(N):
+            passed = i < c
+            rows.append({"key": str(tid), "sample_index": i, "task_id": tid, "text": "x", "code": f"# {tid} {i}",
+                         "finish_reason": "stop", "num_tokens": 3, "passed": passed,
+                         "status": "passed" if passed else "failed", "detail": "", "duration": 0.01,
+                         "mi": float(mi_of(tid, i)), "variant": variant, "run": r, "seed": run_seed(config, r)})
+    folder = run.evaluation(variant, r)
+    save_dataset(Dataset.from_list(rows), folder)
+    write_manifest(folder, config, EVAL_STAGES[variant], extra={"variant": variant, "run": r,
+                                                                 "seed": run_seed(config, r)})
+
+
+def baseline_passes(r):
+    return lambda tid: (tid + r) % 3  # 0, 1 or 2 passing samples of 4
+
+
+def dpo_passes(r):
+    return lambda tid: min(N, (tid + r) % 3 + 1)  # one more than the baseline on every task
+
+
+@pytest.fixture
+def populated(tmp_path):
+    config = make_config(tmp_path)
+    run = RunDir(tmp_path / "run")
+    for r in (1, 2, 3):
+        write_run(run, config, "baseline", r, baseline_passes(r), lambda tid, i: 70 + (tid % 5))
+        write_run(run, config, "dpo", r, dpo_passes(r), lambda tid, i: 72 + (tid % 5) + r * 0.1)
+    return config, run
+
+
+def test_summary_csv_has_one_row_per_variant_and_run_with_known_values(populated):
+    config, run = populated
+    out = run_report(config, run.root)
+    rows = list(csv.DictReader((out / SUMMARY_CSV).open()))
+    assert [(row["model"], row["variant"], row["run"]) for row in rows] == [
+        ("tiny-gemma3", v, str(r)) for v in ("baseline", "dpo") for r in (1, 2, 3)]
+    assert {"pass_at_1", "pass_at_4", "pass_rate", "avg_mi_macro", "avg_mi_micro", "n_tasks", "n_samples",
+            "n_tasks_solved", "n_passing", "seed", "dataset"} <= set(rows[0])
+    for row in rows:
+        r = int(row["run"])
+        fn = baseline_passes(r) if row["variant"] == "baseline" else dpo_passes(r)
+        counts = [fn(t) for t in range(1, N_TASKS + 1)]
+        assert float(row["pass_at_1"]) == pytest.approx(100 * sum(counts) / (N * N_TASKS), abs=1e-3)
+        assert float(row["pass_at_4"]) == pytest.approx(100 * sum(c > 0 for c in counts) / N_TASKS, abs=1e-3)
+        assert int(row["n_tasks"]) == N_TASKS and int(row["n_samples"]) == N_TASKS * N
+        assert int(row["seed"]) == config.sampling.seed + r - 1
+    # per-task file: one row per variant x run x task
+    assert len(list(csv.DictReader((out / PER_TASK_CSV).open()))) == 2 * 3 * N_TASKS
+
+
+def test_tables_show_mean_std_and_the_change_against_baseline(populated):
+    config, run = populated
+    out = run_report(config, run.root)
+    text = (out / TABLES_MD).read_text()
+    values = [100 * sum(baseline_passes(r)(t) > 0 for t in range(1, N_TASKS + 1)) / N_TASKS for r in (1, 2, 3)]
+    assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" in text
+    assert "Table 1" in text and "Table 2" in text and "Wilcoxon" in text and "paired t" in text
+    [macro] = [c for c in compare_to_baseline(collect_runs(config, run.root)[0], ["avg_mi_macro"])]
+    assert macro.variant == "dpo" and macro.n_pairs == 3
+    assert macro.delta == pytest.approx(2.2, abs=0.05)  # MI 2 + 0.1 r higher on every task: mean over r = 2.2
+    assert macro.better == N_TASKS and macro.worse == 0 and macro.p_tasks < 0.001
+    assert macro.p_runs is not None and macro.p_runs < 0.01
+
+
+def test_report_figures_are_png_files(populated):
+    config, run = populated
+    out = run_report(config, run.root)
+    for name in (METRICS_PNG, MI_PNG):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert not (out / CURVES_PNG).exists()  # no training logs: skipped, said so in the notes
+    assert "training curves not drawn" in (out / TABLES_MD).read_text()
+
+
+def test_training_curves_drawn_when_logs_exist(populated):
+    config, run = populated
+    run.dpo_adapter.mkdir(parents=True)
+    (run.dpo_adapter / "training_log.csv").write_text("step,loss,rewards/margins\n1,0.69,0.0\n2,0.6,0.2\n")
+    out = run_report(config, run.root)
+    assert (out / CURVES_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert f"]({CURVES_PNG})" in (out / TABLES_MD).read_text()
+
+
+@requires_paper_csv
+def test_paper_numbers_side_by_side_for_the_same_model(populated):
+    config, run = populated
+    config.evaluation.reference_results = str(PAPER_CSV)
+    config.evaluation.reference_model = "gemma-3-1b-it"
+    text = (run_report(config, run.root) / TABLES_MD).read_text()
+    paper = [row for row in csv.DictReader(PAPER_CSV.open())
+             if row["model"] == "gemma-3-1b-it" and row["variant"] == "baseline"]
+    expected = fmt_mean_std(mean_std([float(row["pass_at_10"]) for row in paper]))
+    assert "Ours vs the paper (gemma-3-1b-it)" in text and expected in text
+    assert "44.40 ± 0.55" in text  # the paper's 1B baseline pass@10 over its 5 runs
+
+
+@requires_paper_csv
+def test_paper_table_as_context_for_another_model(populated):
+    config, run = populated
+    config.evaluation.reference_results = "../shared/reference/paper_results.csv"  # relative to the repo root
+    text = (run_report(config, run.root) / TABLES_MD).read_text()
+    assert "context only" in text
+    for model in ("gemma-3-1b-it", "gemma-3-4b-it", "gemma-3-12b-it", "qwen3-4b-instruct-2507"):
+        assert model in text
+
+
+def test_report_is_not_rewritten_when_up_to_date_and_print_table(populated, capsys):
+    config, run = populated
+    out = run_report(config, run.root)
+    created = read_manifest(out)["created"]
+    mtime = (out / SUMMARY_CSV).stat().st_mtime_ns
+    capsys.readouterr()
+    run_report(config, run.root)
+    assert (out / SUMMARY_CSV).stat().st_mtime_ns == mtime and "up to date" in capsys.readouterr().out
+    # a new evaluation run is a new input: the report is rebuilt
+    write_run(run, config, "dpo", 3, dpo_passes(1), lambda tid, i: 99.0)
+    run_report(config, run.root)
+    assert (out / SUMMARY_CSV).stat().st_mtime_ns != mtime or read_manifest(out)["created"] != created
+    assert "99" in (out / SUMMARY_CSV).read_text()
+    text = print_table(run.root)
+    assert "Table 1" in text and "## Figures" not in text and "Table 1" in capsys.readouterr().out
+
+
+def test_missing_and_stale_runs_are_left_out_with_a_note(populated):
+    config, run = populated
+    config.evaluation.runs = 4  # run 4 was never evaluated; runs 1-3 stay valid
+    write_run(run, config, "baseline", 2, baseline_passes(2), lambda tid, i: 70)
+    config.sampling.temperature = 0.61  # now every run is stale ...
+    with pytest.raises(Exception, match="no finished evaluation runs"):
+        run_report(config, run.root)
+    config.sampling.temperature = 0.6
+    text = (run_report(config, run.root) / TABLES_MD).read_text()
+    assert "baseline run 4: not evaluated" in text
