@@ -56,8 +56,10 @@ def rewrite_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -
     """The reference solution plus up to ``max_variants`` AST rewrites of it (candidate 0 is the reference)."""
     from .rewrite import generate_variants
 
+    from tqdm.auto import tqdm
+
     rows: Rows = []
-    for task in tasks:
+    for task in tqdm(tasks, desc="stage 1a: AST rewrites", unit="task"):
         reference = normalise_reference(task["code"])
         rows.append(_row(task["task_id"], 0, reference, "rewrite", "reference"))
         variants = generate_variants(reference, max_variants=config.stage1.max_variants,
