@@ -35,8 +35,6 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | str, force: bool = Fals
         start = time.perf_counter()
         getattr(importlib.import_module(module), function)(config, run_dir, force=force, **extra)
         timings.append((name, time.perf_counter() - start))
+    # the report stage has just printed the table; the timings close the run
     print("\nstage timings: " + ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings))
-    from .report import print_table
-
-    print_table(run_dir)
     return run_dir
