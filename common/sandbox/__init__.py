@@ -1,0 +1,290 @@
+"""Run untrusted, model-written code against asserts: isolated, and fast enough for every stage.
+
+Every stage (candidate filtering, self-generation, evaluation) executes code we did not write. The reference
+notebooks ``exec``-ed it in the notebook process; here each candidate runs in its own forked child of a small
+executor process (``_executor.py``), inside fresh user/mount/pid namespaces with rlimits, and a pass is an
+authenticated report written after the last assert (``_harness.py``). See docs_sandbox.md for the threat model
+and the measured throughput.
+
+    >>> from common.sandbox import run_tests
+    >>> run_tests("def f(x):\\n    return x + 1", ["assert f(1) == 2"]).status
+    'passed'
+
+The executor is started lazily, once per process, and restarted if it dies; the caller is never forked.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+STATUSES = ("passed", "failed", "error", "timeout", "killed")
+_EXECUTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_executor.py")
+_PROGRESS_MIN = 50  # batches smaller than this finish too fast for a progress bar to help
+_STARTUP_TIMEOUT = 60.0
+_HANG_GRACE = 30.0  # seconds past the job timeout after which a silent executor counts as hung
+
+
+@dataclass
+class ExecJob:
+    """One program to judge: ``setup`` runs first, then ``code``, then each test (usually one assert)."""
+
+    code: str
+    tests: list[str]
+    setup: str = ""
+
+
+@dataclass
+class ExecResult:
+    """Verdict for one job. ``status`` is one of STATUSES; ``passed`` is true only for "passed".
+
+    ``detail`` is one short line (the failing assert or the exception); ``output`` the captured
+    stdout+stderr (capped); ``duration`` wall-clock seconds inside the sandbox.
+    """
+
+    passed: bool
+    status: str
+    detail: str = ""
+    duration: float = 0.0
+    output: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def default_workers() -> int:
+    """Children run at once. More than the cores: a child spends part of its life in the kernel (namespace
+    creation and teardown), so 2x cores keeps the CPUs busy (measured with benchmarks/bench_sandbox.py)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+class Sandbox:
+    """A handle on one executor process. Most code uses the module-level functions instead.
+
+    ``isolation``: "auto" (namespaces where the kernel allows, else rlimits+pgroup), "namespaces" (fail if
+    unavailable) or "rlimits" (force the fallback; used by the tests to cover it).
+    """
+
+    def __init__(self, isolation: str = "auto"):
+        if isolation not in ("auto", "namespaces", "rlimits"):
+            raise ValueError(f"isolation must be auto, namespaces or rlimits, not {isolation!r}")
+        self.isolation = isolation
+        self._proc: subprocess.Popen | None = None
+        self._owner = -1
+        self._hello: dict = {}
+        self._lock = threading.RLock()
+        self._next_id = 0
+
+    # -- executor process
+    def _ensure(self) -> subprocess.Popen:
+        if self._proc is None or self._owner != os.getpid() or self._proc.poll() is not None:
+            self._start()
+        return self._proc
+
+    def _start(self) -> None:
+        if self._proc is not None and self._owner == os.getpid():
+            self._stop()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/tmp",
+               "MI_SANDBOX_ISOLATION": self.isolation}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-X", "utf8", _EXECUTOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd="/", env=env, bufsize=0, close_fds=True, start_new_session=True)
+        self._owner = os.getpid()
+        self._buf = b""
+        line = self._readline(_STARTUP_TIMEOUT)
+        if line is None:
+            err = self._stop()
+            raise RuntimeError(f"sandbox executor failed to start: {err.strip()[-2000:]}")
+        self._hello = json.loads(line)["hello"]
+
+    def _readline(self, timeout: float) -> bytes | None:
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            if not select.select([fd], [], [], timeout)[0]:
+                return None
+            data = os.read(fd, 1 << 20)
+            if not data:
+                return None
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def _stop(self) -> str:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return ""
+        err = b""
+        try:
+            proc.stdin.close()
+            _, err = proc.communicate(timeout=10)
+        except Exception:  # noqa: BLE001 - a wedged executor is killed
+            proc.kill()
+            proc.wait()
+        return (err or b"").decode(errors="replace")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owner == os.getpid():
+                self._stop()
+            self._proc = None
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def isolation_level(self) -> str:
+        with self._lock:
+            self._ensure()
+            return self._hello["level"]
+
+    # -- running jobs
+    def run_tests(self, code: str, tests: list[str], setup: str = "", timeout: float = 5.0,
+                  memory_mb: int = 1024) -> ExecResult:
+        return self.run_batch([ExecJob(code, tests, setup)], workers=1, timeout=timeout, memory_mb=memory_mb,
+                              progress=False)[0]
+
+    def run_batch(self, jobs: Iterable[Any], workers: int | None = None, timeout: float = 5.0,
+                  memory_mb: int = 1024, progress: bool | str = True, desc: str = "sandbox") -> list[ExecResult]:
+        specs = [_spec(job) for job in jobs]
+        results: list[ExecResult | None] = [None] * len(specs)
+        if not specs:
+            return []
+        common = {"timeout": float(timeout), "memory_mb": int(memory_mb), "workers": workers or default_workers()}
+        bar = _progress_bar(len(specs), progress, desc)
+        tries = [0] * len(specs)
+        with self._lock:
+            try:
+                todo = list(range(len(specs)))
+                while todo:
+                    self._ensure()
+                    todo = self._pump(specs, todo, common, results, tries, bar)
+            except BaseException:
+                self._stop()  # an interrupted batch would keep running in the executor
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+        return results  # type: ignore[return-value]
+
+    def _pump(self, specs, todo, common, results, tries, bar) -> list[int]:
+        """Stream ``todo`` to the executor and collect verdicts; return the jobs to resend after a crash."""
+        ids = {}
+        out = bytearray()
+        for i in todo:
+            self._next_id += 1
+            ids[self._next_id] = i
+            tries[i] += 1
+            out += json.dumps({"id": self._next_id, **specs[i], **common}).encode() + b"\n"
+        wfd, rfd = self._proc.stdin.fileno(), self._proc.stdout.fileno()
+        os.set_blocking(wfd, False)
+        idle_limit = common["timeout"] + _HANG_GRACE
+        dead = False
+        while ids and not dead:
+            ready_r, ready_w, _ = select.select([rfd], [wfd] if out else [], [], idle_limit)
+            if not ready_r and not ready_w:
+                dead = True  # hung: restart it
+                break
+            if ready_w:
+                try:
+                    del out[: os.write(wfd, out[: 1 << 16])]
+                except (BrokenPipeError, BlockingIOError) as e:
+                    dead = isinstance(e, BrokenPipeError)
+            if ready_r:
+                data = os.read(rfd, 1 << 20)
+                if not data:
+                    dead = True
+                self._buf += data
+                *lines, self._buf = self._buf.split(b"\n")
+                for line in lines:
+                    msg = _parse_result(line)
+                    i = ids.pop(msg.pop("id"), None) if msg else None
+                    if i is not None:
+                        results[i] = ExecResult(**msg)
+                        if bar is not None:
+                            bar.update(1)
+        if not dead:
+            return []
+        err = self._stop()
+        retry = []
+        for i in ids.values():  # a job in flight when the executor died gets one more chance
+            if tries[i] < 2:
+                retry.append(i)
+            else:
+                results[i] = ExecResult(False, "error", f"sandbox executor died: {err.strip()[-300:]}")
+                if bar is not None:
+                    bar.update(1)
+        return sorted(retry)
+
+
+def _parse_result(line: bytes) -> dict | None:
+    """A verdict line from the executor, or None for anything malformed (never trusted blindly)."""
+    try:
+        msg = json.loads(line)
+        fields = {f.name for f in dataclasses.fields(ExecResult)}
+        if isinstance(msg, dict) and set(msg) == fields | {"id"} and msg["status"] in STATUSES:
+            return msg
+    except ValueError:
+        pass
+    return None
+
+
+def _spec(job: Any) -> dict:
+    get = job.get if isinstance(job, dict) else (lambda k, d=None: getattr(job, k, d))
+    code, tests, setup = get("code"), get("tests"), get("setup", "") or ""
+    if isinstance(tests, str):
+        tests = [tests]
+    if not isinstance(code, str) or not isinstance(tests, (list, tuple)) or not all(isinstance(t, str) for t in tests):
+        raise TypeError(f"a job needs code: str and tests: list[str], got {type(code).__name__}/{type(tests).__name__}")
+    return {"code": code, "tests": list(tests), "setup": setup}
+
+
+def _progress_bar(total: int, progress: bool | str, desc: str):
+    if not progress or total < _PROGRESS_MIN:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=progress if isinstance(progress, str) else desc, unit="prog")
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def _sandbox() -> Sandbox:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Sandbox(os.environ.get("MI_SANDBOX_ISOLATION", "auto"))
+            atexit.register(_default.close)
+        return _default
+
+
+def run_tests(code: str, tests: list[str], setup: str = "", timeout: float = 5.0,
+              memory_mb: int = 1024) -> ExecResult:
+    """Run ``setup``, ``code`` and then each test in one sandboxed process; see ExecResult."""
+    return _sandbox().run_tests(code, tests, setup, timeout, memory_mb)
+
+
+def run_batch(jobs: Iterable[Any], workers: int | None = None, timeout: float = 5.0, memory_mb: int = 1024,
+              progress: bool | str = True, desc: str = "sandbox") -> list[ExecResult]:
+    """Judge many jobs (dicts or objects with code, tests and optional setup); results in input order."""
+    return _sandbox().run_batch(jobs, workers, timeout, memory_mb, progress, desc)
+
+
+def isolation_level() -> str:
+    """Which isolation is active, e.g. "namespaces(user,mount,pid,net)+rlimits" or "rlimits+pgroup"."""
+    return _sandbox().isolation_level()
+
+
+__all__ = ["ExecJob", "ExecResult", "STATUSES", "Sandbox", "default_workers", "isolation_level", "run_batch",
+           "run_tests"]

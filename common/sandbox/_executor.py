@@ -1,0 +1,378 @@
+"""Sandbox executor: a small, clean process that forks one isolated child per candidate.
+
+Why a separate process: the caller may hold CUDA contexts and gigabytes of weights, and forking it per
+candidate would be slow and unsafe. This script is started once (``python -I``) by ``common.sandbox``, imports
+only the standard library, and talks JSON lines over its stdin/stdout: jobs in, verdicts out. JSON (not
+pickle) because a sandboxed program that reached these pipes must not gain code execution in the caller.
+
+Isolation, set up once here and per child (see docs_sandbox.md for what each layer stops):
+
+* executor: its own mount namespace where every mount is read-only and nosuid, its own empty network
+  namespace (shared by its children: no interface but a loopback they cannot bring up), and - when started
+  as root - the uid ``nobody`` (interpreter directories hidden under a private home are bind-mounted back).
+* child: ``clone(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID)``. It is pid 1 of a fresh pid namespace, so when it
+  exits or is killed the kernel kills every process it started (setsid/fork grandchildren included) before we
+  reap it. It mounts a private tmpfs on /tmp (its working directory; freed with the namespace, even if the
+  executor crashes) and a fresh /proc showing only itself. Then setsid, rlimits (CPU = timeout, address
+  space, file size, processes, no core), stdin = /dev/null, stdout/stderr = a pipe drained here with a cap.
+* fallback where namespaces are unavailable: the same child without namespaces, a host temp directory removed
+  afterwards, and this process as child subreaper so orphans are found and killed ("rlimits+pgroup").
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+import _harness  # noqa: E402
+import _isolation  # noqa: E402
+import _linux  # noqa: E402
+from _isolation import NS_FLAGS, ChildPlan, probe, setup_namespaces  # noqa: E402
+
+sys.path.remove(_HERE)
+
+# Modules MBPP references import (counted over all 974): loaded once here, inherited by every child for free.
+import array, bisect, cmath, collections, copy, datetime, functools, heapq, itertools, math, operator, random, re, string  # noqa: E401,E402,F401,E501
+
+import errno  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import site  # noqa: E402
+import sysconfig  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+OUTPUT_CAP = 16 * 1024  # bytes of stdout+stderr kept per candidate; the rest is read and dropped
+REPORT_CAP = 16 * 1024
+FILE_SIZE_LIMIT = 32 << 20
+NPROC_LIMIT = 64  # per candidate in namespace mode (counted per user namespace); bounds fork storms
+NOFILE_LIMIT = 256
+# A candidate still running after this long is moved to nice 19 and stops counting against `workers`: the
+# infinite loops that model-written code is full of then cost idle CPU only, instead of holding a worker slot
+# and a core each until their timeout (with 2% loops at a 5 s timeout they would dominate a batch's time).
+DEMOTE_AFTER = 0.2
+MAX_DEMOTED_PER_WORKER = 2  # bounds memory: demoted children still hold their address space
+
+
+class Job:
+    """One candidate in flight: its spec, secret token, child pid/pidfd, pipes and what they delivered."""
+
+    __slots__ = ("id", "spec", "token", "pid", "pidfd", "rep_r", "out_r", "out", "out_total", "rep", "t0",
+                 "deadline", "timed_out", "workdir", "cpu_limit", "demoted")
+
+
+class Executor:
+    def __init__(self, mode: str):
+        self.ns, self.proc, reason = False, False, ""
+        if mode != "rlimits" and _linux.clone_supported():
+            self.ns, self.proc, reason = probe()
+            if self.ns:
+                setup_namespaces()
+        elif mode != "rlimits":
+            reason = "raw clone(2) not supported on this architecture"
+        if mode == "namespaces" and not self.ns:
+            raise SystemExit(f"namespaces requested but unavailable: {reason}")
+        # Inherited by every child, so they need not set them: no privilege gain through exec (setuid binaries,
+        # file capabilities), no core files, bounded file size; dumpable so a child may write its uid_map
+        # (namespace mode only: in the fallback it would let same-uid candidates into /proc/<us>/).
+        _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+        _linux.prctl(_linux.PR_SET_DUMPABLE, 1 if self.ns else 0)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+        self.plan = ChildPlan(self.ns, self.proc)
+        if self.ns:
+            self.nproc = NPROC_LIMIT  # counted per user namespace, i.e. per candidate
+            self.level = "namespaces(user,mount,pid,net)+rlimits" + ("" if self.proc else " (no /proc)")
+            os.environ.update(TMPDIR="/tmp", HOME="/tmp")
+        else:
+            self.level = "rlimits+pgroup"
+            _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+            self.root = tempfile.mkdtemp(prefix=f"mi-sandbox-{os.getpid()}-")
+            _isolation.remove_stale_roots(self.root)
+            self.nproc = _isolation.count_own_processes() + 256  # RLIMIT_NPROC counts all processes of our uid
+        self.reason = reason
+        # Every candidate starts from the same `random` state: reproducible verdicts for programs that use it
+        # without seeding (re-seeding in each child would cost ~0.3 ms of page faults per candidate).
+        random.seed(0)
+        _harness.set_trusted_roots([sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                                      "platlib")] + site.getsitepackages())
+        self.ep = select.epoll()
+        self.queue: collections.deque = collections.deque()
+        self.running: dict[int, Job] = {}
+        self.by_fd: dict[int, tuple[Job, str]] = {}
+        self.deadlines: list = []
+        self.workers = 2
+        self.demoted = 0
+        self.inbuf, self.outbuf = b"", bytearray()
+        self.stdin_open, self.out_registered = True, False
+
+    # -- fallback helpers
+    def _sweep_orphans(self) -> None:
+        """Fallback mode: kill every child of ours that is not a running candidate (reparented orphans)."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            strays = [p for p in _isolation.own_children() if p not in self.running]
+            if not strays:
+                return
+            for p in strays:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                    os.waitpid(p, os.WNOHANG)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            time.sleep(0.001)
+
+    # -- job lifecycle
+    def start(self, spec: dict) -> None:
+        job = Job()
+        job.id, job.spec, job.token = spec["id"], spec, os.urandom(16).hex().encode()
+        job.out, job.rep, job.out_total, job.timed_out, job.demoted = bytearray(), bytearray(), 0, False, False
+        timeout = float(spec.get("timeout", 5.0))
+        job.cpu_limit = max(1, int(timeout + 0.999))
+        job.workdir = f"/tmp/sandbox-{job.id}" if self.ns else tempfile.mkdtemp(dir=self.root)
+        tests = [(t, _harness.compile_test(t)) for t in spec["tests"]]  # here, once, not in every child
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        job.t0 = time.monotonic()
+        try:
+            pid = _linux.clone(NS_FLAGS if self.ns else 0)
+        except OSError as e:
+            for fd in (rep_r, rep_w, out_r, out_w):
+                os.close(fd)
+            if not self.ns:
+                _isolation.rmtree(job.workdir)
+            self.send(job, "error", f"could not start the sandbox: {e}", 0.0, "")
+            return
+        if pid == 0:
+            self._child(job, rep_w, out_w, tests)  # never returns
+        os.close(rep_w)
+        os.close(out_w)
+        job.pid, job.rep_r, job.out_r = pid, rep_r, out_r
+        job.pidfd = os.pidfd_open(pid)
+        job.deadline = job.t0 + timeout
+        for fd, kind in ((rep_r, "rep"), (out_r, "out"), (job.pidfd, "pid")):
+            os.set_blocking(fd, False)
+            self.ep.register(fd, select.EPOLLIN)
+            self.by_fd[fd] = (job, kind)
+        self.running[pid] = job
+        heapq.heappush(self.deadlines, (job.deadline, pid, job))
+        if job.deadline > job.t0 + DEMOTE_AFTER:
+            heapq.heappush(self.deadlines, (job.t0 + DEMOTE_AFTER, pid, job))
+
+    def _child(self, job: Job, rep_w: int, out_w: int, tests: list) -> None:
+        try:
+            spec = job.spec
+            self.plan.isolate(job.workdir)
+            mem = int(spec.get("memory_mb", 1024)) << 20
+            limits = [(resource.RLIMIT_CPU, job.cpu_limit), (resource.RLIMIT_AS, mem),
+                      (resource.RLIMIT_NOFILE, NOFILE_LIMIT), (resource.RLIMIT_NPROC, self.nproc)]
+            for what, value in limits:  # soft == hard: RLIMIT_CPU then sends SIGKILL, not a catchable SIGXCPU
+                resource.setrlimit(what, (value, value))
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(out_w, 2)
+            os.dup2(rep_w, 3, inheritable=False)
+            os.closerange(4, 1 << 20)
+            tempfile.tempdir = job.workdir
+            if not self.ns:
+                os.environ["TMPDIR"] = job.workdir
+        except BaseException as e:  # noqa: BLE001
+            try:
+                os.write(rep_w, job.token + f" error sandbox set-up failed: {type(e).__name__}: {e}\n".encode())
+            finally:
+                os._exit(125)
+        try:
+            _harness.run_program(spec, job.token, 3, tests)
+        finally:
+            os._exit(126)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            when, pid, job = heapq.heappop(self.deadlines)
+            if self.running.get(pid) is not job:
+                continue
+            if when < job.deadline:
+                self._demote(job)
+            else:
+                job.timed_out = True
+                self._kill(job)
+
+    def _demote(self, job: Job) -> None:
+        try:
+            os.setpriority(os.PRIO_PGRP, job.pid, 19)  # the child called setsid(): its group id is its pid
+            job.demoted = True
+            self.demoted += 1
+        except OSError:
+            pass
+
+    def has_room(self) -> bool:
+        busy = len(self.running) - self.demoted
+        return busy < self.workers and self.demoted < MAX_DEMOTED_PER_WORKER * self.workers
+
+    def _kill(self, job: Job) -> None:
+        try:
+            signal.pidfd_send_signal(job.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if not self.ns:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _read(self, job: Job, fd: int, kind: str) -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                if fd in self.by_fd:
+                    self.ep.unregister(fd)
+                    del self.by_fd[fd]
+                return
+            if kind == "out":
+                job.out_total += len(data)
+                job.out += data[: max(0, OUTPUT_CAP - len(job.out))]
+            elif len(job.rep) < REPORT_CAP:
+                job.rep += data
+
+    def finish(self, job: Job) -> None:
+        pid, status, usage = os.wait4(job.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        duration = time.monotonic() - job.t0
+        del self.running[job.pid]
+        self.demoted -= job.demoted
+        if not self.ns:
+            self._kill(job)  # the process group; then anything reparented to us
+            self._sweep_orphans()
+        for fd, kind in ((job.rep_r, "rep"), (job.out_r, "out")):
+            self._read(job, fd, kind)
+        for fd in (job.rep_r, job.out_r, job.pidfd):
+            if fd in self.by_fd:
+                self.ep.unregister(fd)
+                del self.by_fd[fd]
+            os.close(fd)
+        if not self.ns:
+            _isolation.rmtree(job.workdir)
+        verdict, detail = self.verdict(job, status, usage.ru_utime + usage.ru_stime)
+        out = job.out.decode("utf-8", "replace")
+        if job.out_total > len(job.out):
+            out += f"\n[... {job.out_total - len(job.out)} more bytes dropped]"
+        self.send(job, verdict, detail, duration, out)
+
+    def verdict(self, job: Job, status: int, cpu: float) -> tuple[str, str]:
+        for line in reversed(bytes(job.rep).split(b"\n")):
+            if line.startswith(job.token + b" "):
+                verdict, _, detail = line[len(job.token) + 1:].decode("utf-8", "replace").partition(" ")
+                return verdict, detail
+        timeout = float(job.spec.get("timeout", 5.0))
+        if job.timed_out:
+            return "timeout", f"no verdict within {timeout:g} s (wall clock)"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig in (signal.SIGKILL, signal.SIGXCPU) and cpu >= job.cpu_limit - 0.05:
+                return "timeout", f"CPU time limit of {job.cpu_limit} s reached"
+            return "killed", f"killed by {signal.Signals(sig).name}"
+        last = job.out.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        code = os.WEXITSTATUS(status)
+        return "error", f"exited with status {code} before the tests finished" + (f": {last[0][:200]}" if
+                                                                                  last[0] else "")
+
+    # -- I/O with the client
+    def send(self, job: Job, status: str, detail: str, duration: float, output: str) -> None:
+        self.emit({"id": job.id, "passed": status == "passed", "status": status, "detail": detail,
+                   "duration": round(duration, 6), "output": output})
+
+    def emit(self, message: dict) -> None:
+        self.outbuf += json.dumps(message).encode() + b"\n"  # written once per loop turn (see serve)
+
+    def flush(self) -> None:
+        while self.outbuf:
+            try:
+                n = os.write(1, self.outbuf)
+            except BlockingIOError:
+                break
+            del self.outbuf[:n]
+        want = bool(self.outbuf)
+        if want and not self.out_registered:
+            self.ep.register(1, select.EPOLLOUT)
+        elif self.out_registered and not want:
+            self.ep.unregister(1)
+        self.out_registered = want
+
+    def read_stdin(self) -> None:
+        while True:
+            try:
+                data = os.read(0, 1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                self.stdin_open = False
+                self.ep.unregister(0)
+                break
+            self.inbuf += data
+        *lines, self.inbuf = self.inbuf.split(b"\n")
+        for line in filter(None, lines):
+            spec = json.loads(line)
+            self.workers = max(1, int(spec.get("workers") or self.workers))
+            self.queue.append(spec)
+
+    def serve(self) -> None:
+        try:
+            self._loop()
+        finally:  # client gone (EOF, broken pipe) or a bug: leave nothing running behind us
+            for job in list(self.running.values()):
+                self._kill(job)
+            if not self.ns:
+                self._sweep_orphans()
+                _isolation.rmtree(self.root)
+
+    def _loop(self) -> None:
+        os.set_blocking(0, False)
+        os.set_blocking(1, False)
+        self.ep.register(0, select.EPOLLIN)
+        self.emit({"hello": {"level": self.level, "pid": os.getpid(), "reason": self.reason}})
+        self.flush()
+        while self.stdin_open or self.running:
+            if not self.stdin_open:  # the client went away: stop everything and leave
+                self.queue.clear()
+                for job in list(self.running.values()):
+                    if not job.timed_out:
+                        job.timed_out = True
+                        self._kill(job)
+            while self.queue and self.has_room():
+                self.start(self.queue.popleft())
+            wait = max(0.0, self.deadlines[0][0] - time.monotonic()) if self.deadlines else -1
+            for fd, _ in self.ep.poll(wait):
+                if fd == 0:
+                    self.read_stdin()
+                elif fd == 1:
+                    self.flush()
+                elif fd in self.by_fd:
+                    job, kind = self.by_fd[fd]
+                    self.finish(job) if kind == "pid" else self._read(job, fd, kind)
+            self.expire()
+            self.flush()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the caller; we stop when stdin closes
+    try:
+        Executor(os.environ.get("MI_SANDBOX_ISOLATION", "auto")).serve()
+    except BrokenPipeError:
+        pass
+    except OSError as e:
+        if e.errno != errno.EPIPE:
+            raise
+
+
+if __name__ == "__main__":
+    main()

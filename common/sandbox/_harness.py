@@ -1,0 +1,298 @@
+"""In-sandbox test runner: executes one candidate and its asserts, then writes an authenticated verdict.
+
+This module runs inside the forked, already-isolated child. Its job is to make "passed" mean what it says:
+
+* A pass is a line starting with a per-run random token, written to a dedicated pipe only after the last test
+  ran; exit status never counts. So ``sys.exit(0)``, ``os._exit(0)``, ``raise SystemExit``,
+  ``KeyboardInterrupt`` and printing something pass-like all end without a pass.
+* Tests are compiled *before* the candidate runs and every builtin this module uses after that point is bound
+  at import, so a candidate that replaces ``builtins.exec``/``compile``/``type`` cannot turn the tests into
+  no-ops or blind the checks.
+* Asserts are rewritten so a comparison only counts when both operands are "honest": their comparison and
+  truth dunders (``__eq__``, ``__lt__``, ``__bool__``, ... at any depth inside lists, tuples, dicts, sets and
+  deques) are implemented in C or in files installed under the interpreter's prefix (stdlib, site-packages).
+  An object defined by the candidate with ``__eq__ = lambda *a: True`` therefore fails ``assert f(x) == 5``
+  with a clear detail instead of passing. A candidate class that does not override those dunders (a plain
+  record, an ``int`` subclass) still compares normally.
+
+Out of scope, documented in docs_sandbox.md: a candidate that deliberately digs the token out of this
+process's memory (frames, gc) could forge a pass; a separate judge process would be needed to close that.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import operator
+import os
+import sys
+import types
+from collections import deque as _deque
+
+# Bound at import (before any candidate code runs): the candidate may rebind the builtins, not these names.
+# Copying every public builtin into this module's globals makes `list`, `type`, `isinstance`... below resolve
+# here first, so a candidate that patches `builtins.list` cannot switch the checks off.
+globals().update({k: v for k, v in vars(builtins).items() if not k.startswith("_")})
+_exec, _compile, _type, _id, _len, _bool, _issubclass = exec, compile, type, id, len, bool, issubclass
+_str, _repr, _tuple, _isinstance = str, repr, tuple, isinstance
+_BaseException, _AssertionError = BaseException, AssertionError
+_write, _exit, _getpid, _urandom = os.write, os._exit, os.getpid, os.urandom
+_mro_of = type.__dict__["__mro__"].__get__
+_dict_of = type.__dict__["__dict__"].__get__
+_flags_of = type.__dict__["__flags__"].__get__
+_name_of = type.__dict__["__qualname__"].__get__
+_stdout, _stderr = sys.stdout, sys.stderr
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: the class was created at run time (a `class` statement), not in C
+_CMP_DUNDERS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
+_TRUTH_DUNDERS = ("__bool__", "__len__")
+_CONTAINS_DUNDERS = _CMP_DUNDERS + ("__contains__", "__iter__", "__getitem__")
+_LEAF_TYPE_IDS = frozenset(map(id, (int, float, complex, bool, str, bytes, type(None), range)))
+_CHECK_BUDGET = 1_000_000  # values visited per comparison; a legit MBPP result is a few hundred at most
+_DETAIL_MAX = 300
+
+# (function, symbol, dunders to vet) per ast comparison operator; `in` tests the right operand's __contains__.
+_OPS = (
+    (operator.eq, "==", _CMP_DUNDERS), (operator.ne, "!=", _CMP_DUNDERS), (operator.lt, "<", _CMP_DUNDERS),
+    (operator.le, "<=", _CMP_DUNDERS), (operator.gt, ">", _CMP_DUNDERS), (operator.ge, ">=", _CMP_DUNDERS),
+    (operator.is_, "is", ()), (operator.is_not, "is not", ()),
+    (lambda a, b: operator.contains(b, a), "in", _CONTAINS_DUNDERS),
+    (lambda a, b: not operator.contains(b, a), "not in", _CONTAINS_DUNDERS),
+)
+_OP_INDEX = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5, ast.Is: 6, ast.IsNot: 7,
+             ast.In: 8, ast.NotIn: 9}
+
+TRUSTED_ROOTS: tuple = ()  # filled by the executor at start-up (stdlib and site-packages directories)
+
+
+class UntrustedComparison(AssertionError):
+    """A comparison involved an object whose comparison/truth dunders were written by the candidate."""
+
+
+def set_trusted_roots(paths) -> None:
+    global TRUSTED_ROOTS
+    roots = set()
+    for p in paths:
+        if p:
+            roots.update({p.rstrip("/") + "/", os.path.realpath(p).rstrip("/") + "/"})
+    TRUSTED_ROOTS = _tuple(sorted(roots))
+
+
+def _trusted_file(filename: str) -> bool:
+    if filename.startswith("<frozen "):
+        return True  # deep-frozen stdlib modules (_collections_abc, os, ...)
+    return filename.startswith(TRUSTED_ROOTS) and "/<" not in filename
+
+
+_type_cache: dict = {}
+
+
+def _type_problem(t, names) -> str | None:
+    """Why type ``t`` cannot be trusted for ``names`` (None when it can). Cached by id, keeping ``t`` alive."""
+    key = (_id(t), names)
+    hit = _type_cache.get(key)
+    if hit is not None:
+        return hit[1]
+    problem = None
+    for name in names:
+        for klass in _mro_of(t):
+            d = _dict_of(klass)
+            if name not in d:
+                continue
+            f = d[name]
+            if not _flags_of(klass) & _HEAPTYPE or f is None:
+                break  # implemented in C, or explicitly disabled
+            if _type(f) is types.FunctionType and _trusted_file(f.__code__.co_filename):
+                break
+            if _type(f) in (types.WrapperDescriptorType, types.MethodDescriptorType):
+                break
+            problem = f"{_name_of(klass)}.{name} is defined by the program under test"
+            break
+        if problem:
+            break
+    _type_cache[key] = (t, problem)
+    return problem
+
+
+def _children(x, t):
+    if _issubclass(t, list):
+        return list.__iter__(x)
+    if _issubclass(t, tuple):
+        return tuple.__iter__(x)
+    if _issubclass(t, dict):
+        return (v for kv in dict.items(x) for v in kv)
+    if _issubclass(t, (set, frozenset)):
+        return set.__iter__(x) if _issubclass(t, set) else frozenset.__iter__(x)
+    if _issubclass(t, _deque):
+        return _deque.__iter__(x)
+    if t is types.SimpleNamespace:
+        return dict.values(object.__getattribute__(x, "__dict__"))
+    if t is slice:
+        return (x.start, x.stop, x.step)
+    return ()
+
+
+def _value_problem(value, names) -> str | None:
+    """Walk ``value`` (containers included, cycles guarded) and report the first untrusted type."""
+    stack, seen, budget = [value], set(), _CHECK_BUDGET
+    while stack:
+        x = stack.pop()
+        t = _type(x)
+        if _id(t) in _LEAF_TYPE_IDS:
+            continue
+        if _id(x) in seen:
+            continue
+        seen.add(_id(x))
+        budget -= 1
+        if budget < 0:
+            return "value too large to verify"
+        problem = _type_problem(t, names)
+        if problem:
+            return problem
+        stack.extend(_children(x, t))
+    return None
+
+
+def _cmp(left, ops, right, *lazy):
+    """Replacement for a (possibly chained) comparison: same semantics, but only between honest operands."""
+    last = _len(ops) - 1
+    for i in range(last + 1):
+        if i:
+            left, right = right, lazy[i - 1]()
+        fn, symbol, names = _OPS[ops[i]]
+        if names:
+            problem = _value_problem(left, names) or _value_problem(right, names)
+            if problem:
+                raise UntrustedComparison(f"untrusted comparison ({symbol}): {problem}")
+        result = fn(left, right)
+        if i == last or not _truth(result):
+            return result
+    return result  # pragma: no cover - loop always returns
+
+
+def _truth(value) -> bool:
+    t = _type(value)
+    if t is bool:
+        return value
+    problem = _type_problem(t, _TRUTH_DUNDERS)
+    if problem:
+        raise UntrustedComparison(f"untrusted truth value: {problem}")
+    return _bool(value)
+
+
+_NO_ARGS = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+                         defaults=[])
+
+
+def _located(new, old):
+    new.lineno, new.col_offset = old.lineno, old.col_offset
+    new.end_lineno, new.end_col_offset = old.end_lineno, old.end_col_offset
+    return new
+
+
+def _rewrite(node, cmp_name: str, truth_name: str):
+    """Return ``node`` with every comparison routed through ``_cmp`` and every assert's truth test through
+    ``_truth`` (what an ast.NodeTransformer would do, in a third of the time: it runs once per new test)."""
+    for field in node._fields:
+        value = getattr(node, field, None)
+        if _type(value) is list:
+            value[:] = [_rewrite(v, cmp_name, truth_name) if isinstance(v, ast.AST) else v for v in value]
+        elif isinstance(value, ast.AST):
+            setattr(node, field, _rewrite(value, cmp_name, truth_name))
+    if _type(node) is ast.Compare:
+        ops = _located(ast.Constant(_tuple(_OP_INDEX[_type(op)] for op in node.ops)), node)
+        lazy = [_located(ast.Lambda(_NO_ARGS, c), c) for c in node.comparators[1:]]
+        func = _located(ast.Name(cmp_name, ast.Load()), node)
+        return _located(ast.Call(func, [node.left, ops, node.comparators[0]] + lazy, []), node)
+    if _type(node) is ast.Assert:
+        node.test = _truth_context(node.test, truth_name)
+    return node
+
+
+def _truth_context(e, truth_name: str):
+    if _type(e) is ast.BoolOp:
+        e.values = [_truth_context(v, truth_name) for v in e.values]
+        return e
+    if _type(e) is ast.UnaryOp and _type(e.op) is ast.Not:
+        e.operand = _truth_context(e.operand, truth_name)
+        return e
+    return _located(ast.Call(_located(ast.Name(truth_name, ast.Load()), e), [e], []), e)
+
+
+# Names under which the comparison helpers are injected into the candidate's namespace (random per executor,
+# so a candidate cannot pre-define them).
+CMP_NAME, TRUTH_NAME = (f"__mi_{kind}_{_urandom(4).hex()}" for kind in ("cmp", "truth"))
+_compiled_tests: dict = {}
+
+
+def compile_test(source: str):
+    """Rewrite and compile one test; cached because the same asserts are run for every sample of a task.
+
+    Called in the executor before forking: the child inherits the code object instead of paying for ast work.
+    Returns the code object, or the exception raised while compiling (a broken test is the dataset's fault).
+    """
+    hit = _compiled_tests.get(source)
+    if hit is None:
+        try:
+            tree = _rewrite(ast.parse(source, "<test>"), CMP_NAME, TRUTH_NAME)
+            hit = _compile(tree, "<test>", "exec", optimize=0)  # asserts survive even a caller running -O
+        except _BaseException as e:  # noqa: BLE001
+            hit = e
+        if _len(_compiled_tests) > 20_000:  # ~7 times all of MBPP; keeps the executor (forked per job) small
+            _compiled_tests.clear()
+        _compiled_tests[source] = hit
+    return hit
+
+
+def _describe(exc) -> str:
+    try:
+        text = f"{_type(exc).__name__}: {exc}" if _str(exc) else _type(exc).__name__
+    except _BaseException:
+        text = _type(exc).__name__
+    return text
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if _len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
+
+
+def run_program(job: dict, token: bytes, report_fd: int, tests: list) -> None:
+    """Run setup, candidate code and the pre-compiled ``tests`` (from compile_test) in one namespace; report.
+
+    Never returns.
+    """
+    pid = _getpid()
+    status, detail = "passed", ""
+    for source, code in tests:
+        if _isinstance(code, _BaseException):
+            status, detail = "error", f"test does not compile: {_describe(code)}: {source.strip()}"
+            break
+    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+    stage, current = "setup", ""
+    if status == "passed":
+        try:
+            if job.get("setup"):
+                _exec(_compile(job["setup"], "<setup>", "exec", optimize=0), namespace)
+            stage = "code"
+            _exec(_compile(job["code"], "<candidate>", "exec", optimize=0), namespace)
+            stage = "test"
+            for current, code in tests:
+                namespace[CMP_NAME], namespace[TRUTH_NAME] = _cmp, _truth
+                _exec(code, namespace)
+        except _AssertionError as e:
+            status = "failed" if stage == "test" else "error"
+            detail = f"{_describe(e)} in {stage}" if stage != "test" else \
+                f"{current.strip()}" + (f" ({_describe(e)})" if _str(e) else "")
+        except _BaseException as e:
+            status = "error"
+            detail = f"{_describe(e)} in {stage}" + (f": {current.strip()}" if stage == "test" else "")
+    if _getpid() != pid:
+        _exit(0)  # a fork() made by the candidate finished the harness too: only the original reports
+    for stream in (_stdout, _stderr):
+        try:
+            stream.flush()
+        except _BaseException:
+            pass
+    _write(report_fd, token + b" " + f"{status} {_one_line(detail)}\n".encode("utf-8", "replace"))
+    _exit(0)

@@ -1,0 +1,187 @@
+"""Isolation set-up for the executor: namespaces once per executor, a prepared plan per child, fallback helpers.
+
+What each layer stops is listed in docs_sandbox.md; the executor module docstring says where each runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+
+import _linux
+
+TMPFS_SIZE = "64m"  # the candidate's whole writable world in namespace mode
+NOBODY = 65534  # root callers run candidates as this host uid
+NS_FLAGS = _linux.CLONE_NEWUSER | _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
+
+
+def _can_search(st: os.stat_result, uid: int, gid: int) -> bool:
+    bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+    return bool(st.st_mode & bit)
+
+
+def _expose_interpreter(uid: int, gid: int) -> None:
+    """Make the interpreter's directories reachable for ``uid`` (e.g. a pyenv under /root, mode 0700).
+
+    For each ancestor ``uid`` cannot enter, mount a tmpfs over it and bind-mount back only the needed paths.
+    """
+    wanted = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path}
+    wanted = sorted(p for p in wanted if p and os.path.isdir(p))
+    groups: dict[str, list[str]] = {}
+    for path in wanted:
+        cur = ""
+        for part in path.strip("/").split("/"):
+            cur += "/" + part
+            if not _can_search(os.stat(cur), uid, gid):
+                groups.setdefault(cur, []).append(path)
+                break
+    for blocked, paths in groups.items():
+        paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
+        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in paths]
+        _linux.mount("tmpfs", blocked, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV, "size=1m,mode=755")
+        for path, fd in zip(paths, fds):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _linux.mount(f"/proc/self/fd/{fd}", path, None, _linux.MS_BIND | _linux.MS_REC)
+            os.close(fd)
+
+
+def setup_namespaces() -> None:
+    """Enter a private read-only mount namespace and an empty network namespace; drop root to nobody."""
+    euid, egid = os.geteuid(), os.getegid()
+    if euid == 0:
+        _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWNET)
+    else:
+        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS | _linux.CLONE_NEWNET)
+        _linux.write_id_maps(euid, egid)
+    _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+    if euid == 0:
+        _expose_interpreter(NOBODY, NOBODY)
+    # /proc stays writable so each child can write its own uid_map; the child then covers it (see ChildPlan)
+    _linux.make_tree_readonly("/", except_path="/proc")
+    if euid == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    _linux.prctl(_linux.PR_SET_DUMPABLE, 1)  # setuid cleared it; children need it to write their uid_map
+
+
+class ChildPlan:
+    """Everything a child does before the candidate runs, prepared once: the child, a copy-on-write fork of
+    this process, pays a page fault (~5 us on these VMs) for every object it touches, so it should compute
+    nothing it could inherit. Being dumpable (needed to write /proc/self/uid_map) is inherited from us."""
+
+    def __init__(self, ns: bool, proc: bool):
+        self.ns = ns
+        self.id_maps = _linux.id_map_plan(os.geteuid(), os.getegid())
+        self.deathsig = _linux.prepare("prctl", _linux.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        nosuid_nodev = _linux.MS_NOSUID | _linux.MS_NODEV
+        self.mounts = [_linux.prepare("mount", "tmpfs", "/tmp", "tmpfs", nosuid_nodev, f"size={TMPFS_SIZE},mode=1777")]
+        if proc:  # a /proc showing only this pid namespace
+            self.mounts.append(_linux.prepare("mount", "proc", "/proc", "proc", nosuid_nodev | _linux.MS_NOEXEC, None))
+        else:  # the kernel refuses a new proc here (masked /proc in a container): hide the host's instead
+            self.mounts.append(_linux.prepare("mount", "tmpfs", "/proc", "tmpfs", nosuid_nodev | 1, "size=4k,mode=555"))
+
+    def isolate(self, workdir: str) -> None:
+        """First steps of a freshly cloned child (see the module docstring)."""
+        _linux.call(self.deathsig)  # we die -> it dies (and with it, in namespace mode, all it started)
+        if self.ns:
+            _linux.write_id_maps(self.id_maps)
+            for mount in self.mounts:
+                _linux.call(mount)
+            os.mkdir(workdir, 0o700)
+        os.setsid()
+        os.chdir(workdir)
+
+
+def probe() -> tuple[bool, bool, str]:
+    """Try the namespace set-up in a throw-away child: (namespaces work, fresh /proc works, reason)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            os.close(r)
+            setup_namespaces()
+            for proc, ok_code in ((True, 0), (False, 1)):
+                plan = ChildPlan(True, proc)
+                child = _linux.clone(NS_FLAGS)
+                if child == 0:
+                    try:
+                        plan.isolate("/tmp/probe")
+                        os._exit(0)
+                    except BaseException as e:  # noqa: BLE001
+                        os.write(w, f"{type(e).__name__}: {e}\n".encode())
+                        os._exit(1)
+                if os.waitpid(child, 0)[1] == 0:
+                    code = ok_code
+                    break
+        except BaseException as e:  # noqa: BLE001
+            os.write(w, f"{type(e).__name__}: {e}\n".encode())
+        os._exit(code)
+    os.close(w)
+    status = os.waitpid(pid, 0)[1]
+    with os.fdopen(r, "rb") as f:
+        reason = f.read().decode(errors="replace").strip()
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 2
+    return code in (0, 1), code == 0, reason
+
+
+# ------------------------------------------------------------------------------------ fallback helpers --
+def count_own_processes() -> int:
+    uid = os.getuid()
+    return sum(1 for p in os.listdir("/proc") if p.isdigit() and owner(f"/proc/{p}") == uid)
+
+
+def remove_stale_roots(root: str) -> None:
+    """Delete work roots (``mi-sandbox-<pid>-*``) left by executors that died without cleaning up."""
+    base = os.path.dirname(root)
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if name.startswith("mi-sandbox-") and len(parts) >= 4 and parts[2].isdigit():
+            if not os.path.exists(f"/proc/{parts[2]}"):
+                rmtree(os.path.join(base, name))
+
+
+def owner(path: str) -> int:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return -1
+
+
+def own_children() -> list[int]:
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:  # kernel without CONFIG_PROC_CHILDREN: scan
+        kids = []
+        for p in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+        return kids
+
+
+def rmtree(path: str) -> None:
+    """Remove a candidate's directory even if it chmod-ed things to 000."""
+    def unlock(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=unlock)
+    if os.path.exists(path):
+        for d, _, _ in os.walk(path):
+            try:
+                os.chmod(d, 0o700)
+            except OSError:
+                pass
+        shutil.rmtree(path, ignore_errors=True)
