@@ -9,7 +9,6 @@ on the token sequences the real model sees; their module names include every LoR
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +60,15 @@ def _tokenizer_path(cfg: ModelConfig) -> tuple[str, dict]:
     raise ValueError(f"model {cfg.name!r}: source must be one of {SOURCES}, got {cfg.source!r}")
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_tokenizer(path: str, kwargs_key: tuple) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, **dict(kwargs_key))
-
-
 def load_tokenizer(model_cfg: ModelConfig) -> Any:
     """The model's tokenizer with a pad token, plus the bundled Gemma-3-style chat template when the config asks
     for chat prompts and the tokenizer has no template (tiny models; a base checkpoint used as chat)."""
-    import copy
+    from transformers import AutoTokenizer
 
     path, kwargs = _tokenizer_path(model_cfg)
-    # The 262k-vocab tokenizer takes ~3 s to parse; a deep copy of the parsed one takes a fraction of that and
-    # keeps callers free to change padding_side or the template without touching each other.
-    tokenizer = copy.deepcopy(_cached_tokenizer(path, tuple(sorted(kwargs.items()))))
+    # A fresh object per call (the 262k-vocabulary tokenizer takes ~3 s, mostly parsing its JSON; a deep copy of a
+    # loaded one is slower still): callers may change padding_side or the template without affecting each other.
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model_cfg.prompt_style == "chat" and not getattr(tokenizer, "chat_template", None):
@@ -103,7 +95,12 @@ def tiny_config(model_cfg: ModelConfig, vocab_size: int, special: dict[str, int 
     if arch == "gemma3":
         from transformers import Gemma3TextConfig
 
-        return Gemma3TextConfig(**common, query_pre_attn_scalar=hidden // 4, sliding_window=128)
+        # Alternating sliding/full layers and a 32-token window, so short test sequences exercise both cache
+        # kinds the real Gemma-3 uses (its window is 512, five sliding layers per full one).
+        layers = int(model_cfg.tiny_num_layers)
+        layer_types = ["full_attention" if i % 2 else "sliding_attention" for i in range(layers)]
+        return Gemma3TextConfig(**common, query_pre_attn_scalar=hidden // 4, sliding_window=32,
+                                layer_types=layer_types)
     if arch == "qwen3":
         from transformers import Qwen3Config
 
