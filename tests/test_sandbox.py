@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import textwrap
 import threading
 import time
@@ -101,6 +102,13 @@ def test_statuses_details_and_dict_conversion(box):
     syntax = run(box, "def f(x) return x")
     assert syntax.status == "error" and "SyntaxError" in syntax.detail
     assert all(r.status in sb.STATUSES for r in (ok, bad, err, syntax))
+
+
+def test_unicode_and_broken_tests(box):
+    r = run(box, "def f(s):\n    return s[::-1]\nprint('héllo ✓')\n", ["assert f('añb') == 'bña'"])
+    assert r.passed and r.output == "héllo ✓\n", r
+    broken = run(box, ADD, ["assert f(1 == 2"])
+    assert broken.status == "error" and broken.detail.startswith("test does not compile"), broken
 
 
 def test_setup_runs_first_in_the_same_namespace(box):
@@ -396,9 +404,12 @@ def test_the_caller_is_never_forked(box):
 
 def test_executor_is_restarted_after_it_dies(box):
     assert run(box, ADD).passed
-    os.kill(box._proc.pid, 9)
+    pid = box._proc.pid
+    os.kill(pid, 9)
     box._proc.wait()
     assert run(box, ADD).passed
+    assert box._proc.pid != pid
+    assert not list(Path(tempfile.gettempdir()).glob(f"mi-sandbox-{pid}-*"))  # its work root is gone too
 
 
 # ----------------------------------------------------------------- guarantees of the namespace level --

@@ -22,6 +22,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -128,6 +129,7 @@ class Sandbox:
         except Exception:  # noqa: BLE001 - a wedged executor is killed
             proc.kill()
             proc.wait()
+        _remove_work_roots(proc.pid)
         return (err or b"").decode(errors="replace")
 
     def close(self) -> None:
@@ -224,6 +226,24 @@ class Sandbox:
                 if bar is not None:
                     bar.update(1)
         return sorted(retry)
+
+
+def _remove_work_roots(executor_pid: int) -> None:
+    """Fallback mode keeps candidate directories under ``$TMPDIR/mi-sandbox-<executor pid>-*``; an executor
+    that was killed could not remove them (namespace mode needs nothing: a private tmpfs dies with the child)."""
+    import glob
+    import shutil
+
+    def unlock(func, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            func(path)
+        except OSError:
+            pass
+
+    for root in glob.glob(os.path.join(tempfile.gettempdir(), f"mi-sandbox-{executor_pid}-*")):
+        shutil.rmtree(root, onerror=unlock)
 
 
 def _parse_result(line: bytes) -> dict | None:
