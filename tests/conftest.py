@@ -1,0 +1,46 @@
+"""Shared fixtures. Keep them small and session-scoped: model loading dominates test time.
+
+``tiny_model(name, **overrides)`` builds a tiny random model once per session (the 262k-vocabulary Gemma tokenizer
+takes a few seconds to parse); ``gemma_270m`` loads the real embedded model (converted once per machine, then
+cached under ``$MI_ALIGN_CACHE`` or ``~/.cache/mi-align``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the test suite may download
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """Factory: ``tiny_model("tiny-gemma3", tiny_seed=1) -> (model, tokenizer, model_cfg)``, cached per session.
+    Callers must not train or modify the returned model in place (it is shared); build their own instead."""
+    from common.config import load_model_config
+    from common.models import load_model
+
+    built: dict = {}
+
+    def get(name: str, **overrides):
+        key = (name, tuple(sorted(overrides.items())))
+        if key not in built:
+            cfg = dataclasses.replace(load_model_config(name), **overrides)
+            model, tokenizer = load_model(cfg, device="cpu")
+            built[key] = (model, tokenizer, cfg)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def gemma_270m():
+    """``(model, tokenizer, model_cfg)`` of the embedded Gemma-3 270M on CPU (first use converts the GGUF, ~1-2 min)."""
+    from common.config import load_model_config
+    from common.models import load_model
+
+    cfg = load_model_config("gemma-3-270m")
+    model, tokenizer = load_model(cfg, device="cpu")
+    return model, tokenizer, cfg
