@@ -65,6 +65,11 @@ class ModelConfig:
     tiny_hidden_size: int = _f(32, "For source 'tiny': hidden size (8-64 keeps tests fast).")
     tiny_num_layers: int = _f(2, "For source 'tiny': number of decoder layers.")
     tiny_seed: int = _f(0, "For source 'tiny': seed for the random weights.")
+    tiny_tokenizer: str = _f(
+        "small",
+        "For source 'tiny': 'small' (the bundled 4k byte-level BPE: a 262k output layer would make a hidden-32 model "
+        "as slow as a real one) or 'gemma' (the real Gemma-3 tokenizer from the bundled 270M).",
+    )
 
 
 @dataclass
