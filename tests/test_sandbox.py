@@ -333,6 +333,26 @@ def test_survivors_are_killed_on_timeout_too(box):
     assert processes_named(tag) == []
 
 
+def test_executor_crash_leaves_no_survivors(nsbox):
+    """Parent-death signals chain executor -> zygote -> candidate; the pid namespace takes the rest."""
+    tag = f"mi-surc-{os.getpid() % 100000}"
+    with Sandbox("auto") as own:
+        worker = threading.Thread(target=own.run_tests, args=(SURVIVOR.format(tag=tag, linger=100), ["assert f(1) == 2"]),
+                                  kwargs={"timeout": 3.0})
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not processes_named(tag) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = processes_named(tag)
+        assert first, "positive control: the daemon should be running"
+        os.kill(own._proc.pid, 9)
+        deadline = time.monotonic() + 5
+        while set(first) & set(processes_named(tag)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not set(first) & set(processes_named(tag))
+        worker.join()  # the job is retried once on a fresh executor and times out there
+
+
 # --------------------------------------------------------------------------------- I/O containment --
 def test_output_is_captured_capped_and_never_reaches_our_streams(box, capfd):
     code = """

@@ -1,22 +1,25 @@
-"""Sandbox executor: a small, clean process that forks one isolated child per candidate.
+"""Sandbox executor: a small, clean process that runs candidates in isolated children, many at a time.
 
 Why a separate process: the caller may hold CUDA contexts and gigabytes of weights, and forking it per
 candidate would be slow and unsafe. This script is started once (``python -I``) by ``common.sandbox``, imports
 only the standard library, and talks JSON lines over its stdin/stdout: jobs in, verdicts out. JSON (not
 pickle) because a sandboxed program that reached these pipes must not gain code execution in the caller.
+It compiles each job's tests (cached), hands the job to its zygote (``_zygote.py``, the only process that
+forks), drains the child's pipes, enforces the deadlines and writes the verdicts.
 
 Isolation, set up once here and per child (see docs_sandbox.md for what each layer stops):
 
-* executor: its own mount namespace where every mount is read-only and nosuid, its own empty network
-  namespace (shared by its children: no interface but a loopback they cannot bring up), and - when started
-  as root - the uid ``nobody`` (interpreter directories hidden under a private home are bind-mounted back).
+* executor (and the zygote forked from it): its own mount namespace where every mount is read-only and nosuid,
+  its own empty network namespace (shared by all children: no interface but a loopback they cannot bring up),
+  and - when started as root - the uid ``nobody`` (interpreter directories hidden under a private home are
+  bind-mounted back); ``no_new_privs``, no core files, a file-size limit.
 * child: ``clone(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID)``. It is pid 1 of a fresh pid namespace, so when it
-  exits or is killed the kernel kills every process it started (setsid/fork grandchildren included) before we
-  reap it. It mounts a private tmpfs on /tmp (its working directory; freed with the namespace, even if the
+  exits or is killed the kernel kills every process it started (setsid/fork grandchildren included) before it
+  is reaped. It mounts a private tmpfs on /tmp (its working directory; freed with the namespace, even if the
   executor crashes) and a fresh /proc showing only itself. Then setsid, rlimits (CPU = timeout, address
-  space, file size, processes, no core), stdin = /dev/null, stdout/stderr = a pipe drained here with a cap.
+  space, processes, files), stdin = /dev/null, stdout/stderr = a pipe drained here with a cap.
 * fallback where namespaces are unavailable: the same child without namespaces, a host temp directory removed
-  afterwards, and this process as child subreaper so orphans are found and killed ("rlimits+pgroup").
+  afterwards, and the zygote as child subreaper so orphans are found and killed ("rlimits+pgroup").
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ sys.path.insert(0, _HERE)
 import _harness  # noqa: E402
 import _isolation  # noqa: E402
 import _linux  # noqa: E402
-from _isolation import NS_FLAGS, ChildPlan, probe, setup_namespaces  # noqa: E402
+import _zygote  # noqa: E402
+from _isolation import ChildPlan, probe, setup_namespaces  # noqa: E402
 
 sys.path.remove(_HERE)
 
@@ -38,10 +42,12 @@ import array, bisect, cmath, collections, copy, datetime, functools, heapq, iter
 
 import errno  # noqa: E402
 import json  # noqa: E402
+import marshal  # noqa: E402
 import resource  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
 import site  # noqa: E402
+import socket  # noqa: E402
 import sysconfig  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -50,7 +56,6 @@ OUTPUT_CAP = 16 * 1024  # bytes of stdout+stderr kept per candidate; the rest is
 REPORT_CAP = 16 * 1024
 FILE_SIZE_LIMIT = 32 << 20
 NPROC_LIMIT = 64  # per candidate in namespace mode (counted per user namespace); bounds fork storms
-NOFILE_LIMIT = 256
 # A candidate still running after this long is moved to nice 19 and stops counting against `workers`: the
 # infinite loops that model-written code is full of then cost idle CPU only, instead of holding a worker slot
 # and a core each until their timeout (with 2% loops at a 5 s timeout they would dominate a batch's time).
@@ -61,7 +66,7 @@ MAX_DEMOTED_PER_WORKER = 2  # bounds memory: demoted children still hold their a
 class Job:
     """One candidate in flight: its spec, secret token, child pid/pidfd, pipes and what they delivered."""
 
-    __slots__ = ("id", "spec", "token", "pid", "pidfd", "rep_r", "out_r", "out", "out_total", "rep", "t0",
+    __slots__ = ("idx", "id", "spec", "token", "pid", "pidfd", "rep_r", "out_r", "out", "out_total", "rep", "t0",
                  "deadline", "timed_out", "workdir", "cpu_limit", "demoted")
 
 
@@ -90,7 +95,6 @@ class Executor:
             os.environ.update(TMPDIR="/tmp", HOME="/tmp")
         else:
             self.level = "rlimits+pgroup"
-            _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
             self.root = tempfile.mkdtemp(prefix=f"mi-sandbox-{os.getpid()}-")
             _isolation.remove_stale_roots(self.root)
             self.nproc = _isolation.count_own_processes() + 256  # RLIMIT_NPROC counts all processes of our uid
@@ -100,9 +104,13 @@ class Executor:
         random.seed(0)
         _harness.set_trusted_roots([sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
                                                                       "platlib")] + site.getsitepackages())
+        self.zygote_pid, self.zygote = _zygote.start(self.plan, self.ns, self.nproc)
+        self.zygote.setblocking(False)
+        self.max_message = self.zygote.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2 - 1024
         self.ep = select.epoll()
         self.queue: collections.deque = collections.deque()
-        self.running: dict[int, Job] = {}
+        self.next_idx = 0
+        self.running: dict[int, Job] = {}  # by idx
         self.by_fd: dict[int, tuple[Job, str]] = {}
         self.deadlines: list = []
         self.workers = 2
@@ -110,95 +118,71 @@ class Executor:
         self.inbuf, self.outbuf = b"", bytearray()
         self.stdin_open, self.out_registered = True, False
 
-    # -- fallback helpers
-    def _sweep_orphans(self) -> None:
-        """Fallback mode: kill every child of ours that is not a running candidate (reparented orphans)."""
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            strays = [p for p in _isolation.own_children() if p not in self.running]
-            if not strays:
-                return
-            for p in strays:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                    os.waitpid(p, os.WNOHANG)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
-            time.sleep(0.001)
-
     # -- job lifecycle
     def start(self, spec: dict) -> None:
         job = Job()
-        job.id, job.spec, job.token = spec["id"], spec, os.urandom(16).hex().encode()
+        self.next_idx += 1
+        job.idx, job.id, job.spec, job.token = self.next_idx, spec["id"], spec, os.urandom(16).hex().encode()
         job.out, job.rep, job.out_total, job.timed_out, job.demoted = bytearray(), bytearray(), 0, False, False
+        job.pid = job.pidfd = None
         timeout = float(spec.get("timeout", 5.0))
         job.cpu_limit = max(1, int(timeout + 0.999))
-        job.workdir = f"/tmp/sandbox-{job.id}" if self.ns else tempfile.mkdtemp(dir=self.root)
+        job.workdir = f"/tmp/sandbox-{job.idx}" if self.ns else tempfile.mkdtemp(dir=self.root)
         tests = [(t, _harness.compile_test(t)) for t in spec["tests"]]  # here, once, not in every child
+        request = marshal.dumps(("spawn", job.idx, job.token, job.workdir, job.cpu_limit,
+                                 int(spec.get("memory_mb", 1024)) << 20, spec["code"], spec.get("setup") or "",
+                                 tests))
+        if len(request) > self.max_message:
+            self.send(job, "error", f"program and tests too large for the sandbox ({len(request)} bytes)", 0.0, "")
+            return
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
         job.t0 = time.monotonic()
-        try:
-            pid = _linux.clone(NS_FLAGS if self.ns else 0)
-        except OSError as e:
-            for fd in (rep_r, rep_w, out_r, out_w):
-                os.close(fd)
-            if not self.ns:
-                _isolation.rmtree(job.workdir)
-            self.send(job, "error", f"could not start the sandbox: {e}", 0.0, "")
-            return
-        if pid == 0:
-            self._child(job, rep_w, out_w, tests)  # never returns
+        socket.send_fds(self.zygote, [request], [rep_w, out_w])
         os.close(rep_w)
         os.close(out_w)
-        job.pid, job.rep_r, job.out_r = pid, rep_r, out_r
-        job.pidfd = os.pidfd_open(pid)
+        job.rep_r, job.out_r = rep_r, out_r
         job.deadline = job.t0 + timeout
-        for fd, kind in ((rep_r, "rep"), (out_r, "out"), (job.pidfd, "pid")):
+        for fd, kind in ((rep_r, "rep"), (out_r, "out")):
             os.set_blocking(fd, False)
             self.ep.register(fd, select.EPOLLIN)
             self.by_fd[fd] = (job, kind)
-        self.running[pid] = job
-        heapq.heappush(self.deadlines, (job.deadline, pid, job))
+        self.running[job.idx] = job
+        heapq.heappush(self.deadlines, (job.deadline, job.idx, job))
         if job.deadline > job.t0 + DEMOTE_AFTER:
-            heapq.heappush(self.deadlines, (job.t0 + DEMOTE_AFTER, pid, job))
+            heapq.heappush(self.deadlines, (job.t0 + DEMOTE_AFTER, job.idx, job))
 
-    def _child(self, job: Job, rep_w: int, out_w: int, tests: list) -> None:
-        try:
-            spec = job.spec
-            self.plan.isolate(job.workdir)
-            mem = int(spec.get("memory_mb", 1024)) << 20
-            limits = [(resource.RLIMIT_CPU, job.cpu_limit), (resource.RLIMIT_AS, mem),
-                      (resource.RLIMIT_NOFILE, NOFILE_LIMIT), (resource.RLIMIT_NPROC, self.nproc)]
-            for what, value in limits:  # soft == hard: RLIMIT_CPU then sends SIGKILL, not a catchable SIGXCPU
-                resource.setrlimit(what, (value, value))
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(out_w, 1)
-            os.dup2(out_w, 2)
-            os.dup2(rep_w, 3, inheritable=False)
-            os.closerange(4, 1 << 20)
-            tempfile.tempdir = job.workdir
-            if not self.ns:
-                os.environ["TMPDIR"] = job.workdir
-        except BaseException as e:  # noqa: BLE001
+    def from_zygote(self) -> None:
+        while True:
             try:
-                os.write(rep_w, job.token + f" error sandbox set-up failed: {type(e).__name__}: {e}\n".encode())
-            finally:
-                os._exit(125)
-        try:
-            _harness.run_program(spec, job.token, 3, tests)
-        finally:
-            os._exit(126)
+                data, fds, _, _ = socket.recv_fds(self.zygote, 1 << 16, 1)
+            except BlockingIOError:
+                return
+            if not data:
+                raise RuntimeError("the zygote died")
+            kind, idx, *rest = marshal.loads(data)
+            job = self.running.get(idx)
+            if kind == "pid":
+                if job is None:
+                    os.close(fds[0])
+                    continue
+                job.pid, job.pidfd = rest[0], fds[0]
+                if job.timed_out:
+                    self._kill(job)
+            elif job is not None:
+                self.finish(job, *rest)
 
     def expire(self) -> None:
         now = time.monotonic()
         while self.deadlines and self.deadlines[0][0] <= now:
-            when, pid, job = heapq.heappop(self.deadlines)
-            if self.running.get(pid) is not job:
+            when, idx, job = heapq.heappop(self.deadlines)
+            if self.running.get(idx) is not job:
                 continue
             if when < job.deadline:
-                self._demote(job)
+                if job.pid is None:  # the zygote has not reported its pid yet: look again shortly
+                    heapq.heappush(self.deadlines, (now + 0.01, idx, job))
+                else:
+                    self._demote(job)
             else:
                 job.timed_out = True
                 self._kill(job)
@@ -216,11 +200,14 @@ class Executor:
         return busy < self.workers and self.demoted < MAX_DEMOTED_PER_WORKER * self.workers
 
     def _kill(self, job: Job) -> None:
+        """SIGKILL through the pidfd (immune to pid reuse); before the pid is known, when it arrives."""
+        if job.pidfd is None:
+            return
         try:
             signal.pidfd_send_signal(job.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if not self.ns:
+        if not self.ns:  # the rest of its process group; orphans are the zygote's business
             try:
                 os.killpg(job.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -243,26 +230,25 @@ class Executor:
             elif len(job.rep) < REPORT_CAP:
                 job.rep += data
 
-    def finish(self, job: Job) -> None:
-        pid, status, usage = os.wait4(job.pid, os.WNOHANG)
-        if pid == 0:
-            return
+    def finish(self, job: Job, status: int, cpu: float) -> None:
+        """The zygote reaped the child (in namespace mode: with everything it started), so the pipes hold all."""
         duration = time.monotonic() - job.t0
-        del self.running[job.pid]
+        del self.running[job.idx]
         self.demoted -= job.demoted
-        if not self.ns:
-            self._kill(job)  # the process group; then anything reparented to us
-            self._sweep_orphans()
         for fd, kind in ((job.rep_r, "rep"), (job.out_r, "out")):
             self._read(job, fd, kind)
         for fd in (job.rep_r, job.out_r, job.pidfd):
             if fd in self.by_fd:
                 self.ep.unregister(fd)
                 del self.by_fd[fd]
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         if not self.ns:
             _isolation.rmtree(job.workdir)
-        verdict, detail = self.verdict(job, status, usage.ru_utime + usage.ru_stime)
+        if status < 0:
+            verdict, detail = "error", f"could not start the sandbox: {os.strerror(-status)}"
+        else:
+            verdict, detail = self.verdict(job, status, cpu)
         out = job.out.decode("utf-8", "replace")
         if job.out_total > len(job.out):
             out += f"\n[... {job.out_total - len(job.out)} more bytes dropped]"
@@ -331,15 +317,18 @@ class Executor:
         finally:  # client gone (EOF, broken pipe) or a bug: leave nothing running behind us
             for job in list(self.running.values()):
                 self._kill(job)
+            self.zygote.close()  # the zygote kills what is left (and sweeps orphans) and exits
+            os.waitpid(self.zygote_pid, 0)
             if not self.ns:
-                self._sweep_orphans()
                 _isolation.rmtree(self.root)
 
     def _loop(self) -> None:
         os.set_blocking(0, False)
         os.set_blocking(1, False)
         self.ep.register(0, select.EPOLLIN)
-        self.emit({"hello": {"level": self.level, "pid": os.getpid(), "reason": self.reason}})
+        self.ep.register(self.zygote.fileno(), select.EPOLLIN)
+        self.emit({"hello": {"level": self.level, "pid": os.getpid(), "zygote": self.zygote_pid,
+                             "reason": self.reason}})
         self.flush()
         while self.stdin_open or self.running:
             if not self.stdin_open:  # the client went away: stop everything and leave
@@ -356,9 +345,11 @@ class Executor:
                     self.read_stdin()
                 elif fd == 1:
                     self.flush()
+                elif fd == self.zygote.fileno():
+                    self.from_zygote()
                 elif fd in self.by_fd:
                     job, kind = self.by_fd[fd]
-                    self.finish(job) if kind == "pid" else self._read(job, fd, kind)
+                    self._read(job, fd, kind)
             self.expire()
             self.flush()
 

@@ -229,7 +229,7 @@ def compile_test(source: str):
     """Rewrite and compile one test; cached because the same asserts are run for every sample of a task.
 
     Called in the executor before forking: the child inherits the code object instead of paying for ast work.
-    Returns the code object, or the exception raised while compiling (a broken test is the dataset's fault).
+    Returns the code object, or (a str) why it does not compile: a broken test is the dataset's fault.
     """
     hit = _compiled_tests.get(source)
     if hit is None:
@@ -237,7 +237,7 @@ def compile_test(source: str):
             tree = _rewrite(ast.parse(source, "<test>"), CMP_NAME, TRUTH_NAME)
             hit = _compile(tree, "<test>", "exec", optimize=0)  # asserts survive even a caller running -O
         except _BaseException as e:  # noqa: BLE001
-            hit = e
+            hit = _describe(e)
         if _len(_compiled_tests) > 20_000:  # ~7 times all of MBPP; keeps the executor (forked per job) small
             _compiled_tests.clear()
         _compiled_tests[source] = hit
@@ -265,8 +265,8 @@ def run_program(job: dict, token: bytes, report_fd: int, tests: list) -> None:
     pid = _getpid()
     status, detail = "passed", ""
     for source, code in tests:
-        if _isinstance(code, _BaseException):
-            status, detail = "error", f"test does not compile: {_describe(code)}: {source.strip()}"
+        if _type(code) is _str:
+            status, detail = "error", f"test does not compile: {code}: {source.strip()}"
             break
     namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
     stage, current = "setup", ""

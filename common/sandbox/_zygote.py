@@ -1,0 +1,169 @@
+"""The zygote: the only process that forks candidates.
+
+Why not let the executor fork them itself: on these VMs a page fault costs 5-7 us, and after every fork each page
+the forking process writes is copied again. The executor's own work per job (JSON, test compilation, epoll,
+bookkeeping) touched 140-250 pages per candidate, all of them faulting. The zygote is forked once from the
+executor after set-up; per job it only unmarshals one request, clones and reports, and the executor, which no
+longer forks, writes its pages without faults.
+
+Protocol over a SOCK_SEQPACKET socketpair, one marshal-ed tuple per message:
+
+* executor -> zygote: ("spawn", idx, token, workdir, cpu_limit, mem_bytes, code, setup, tests) with the
+  write ends of the job's report and output pipes attached (SCM_RIGHTS).
+* zygote -> executor: ("pid", idx, pid) with a pidfd attached (the executor signals through it: no pid reuse
+  race), later ("exit", idx, wait_status, cpu_seconds). A failed clone is ("exit", idx, -errno, 0.0).
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import resource
+import select
+import signal
+import socket
+import tempfile
+import time
+
+import _harness
+import _isolation
+import _linux
+
+NOFILE_LIMIT = 256
+MAX_MESSAGE = 1 << 20
+
+
+class Zygote:
+    def __init__(self, sock: socket.socket, plan: _isolation.ChildPlan, ns: bool, nproc: int):
+        self.sock, self.plan, self.ns, self.nproc = sock, plan, ns, nproc
+        self.flags = _isolation.NS_FLAGS if ns else 0
+        self.children: dict[int, tuple[int, int]] = {}  # pid -> (idx, pidfd)
+        self.by_pidfd: dict[int, int] = {}
+        self.ep = select.epoll()
+
+    def serve(self) -> None:
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # the executor died: so do we (and our children)
+        if not self.ns:
+            _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, to be killed
+        self.ep.register(self.sock.fileno(), select.EPOLLIN)
+        try:
+            while True:
+                for fd, _ in self.ep.poll():
+                    if fd == self.sock.fileno():
+                        if not self.receive():
+                            return
+                    else:
+                        self.reap(self.by_pidfd[fd])
+        finally:  # the executor is gone: nothing we started may outlive us
+            for pid in list(self.children):
+                self.sweep(pid, keep=())
+
+    def receive(self) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
+        except ConnectionResetError:
+            return False
+        if not data:
+            return False
+        msg = marshal.loads(data)
+        self.spawn(*msg[1:], *fds)
+        return True
+
+    def send(self, msg: tuple, fds: list[int] = ()) -> None:
+        socket.send_fds(self.sock, [marshal.dumps(msg)], list(fds))
+
+    def spawn(self, idx, token, workdir, cpu_limit, mem, code, setup, tests, rep_w, out_w) -> None:
+        try:
+            pid = _linux.clone(self.flags)
+        except OSError as e:
+            os.close(rep_w)
+            os.close(out_w)
+            self.send(("exit", idx, -e.errno, 0.0))
+            return
+        if pid == 0:
+            self.child(token, workdir, cpu_limit, mem, code, setup, tests, rep_w, out_w)  # never returns
+        os.close(rep_w)
+        os.close(out_w)
+        pidfd = os.pidfd_open(pid)
+        self.children[pid] = (idx, pidfd)
+        self.by_pidfd[pidfd] = pid
+        self.ep.register(pidfd, select.EPOLLIN)
+        self.send(("pid", idx, pid), [pidfd])
+
+    def reap(self, pid: int) -> None:
+        got, status, usage = os.wait4(pid, os.WNOHANG)
+        if got == 0:
+            return
+        idx, pidfd = self.children.pop(pid)
+        del self.by_pidfd[pidfd]
+        self.ep.unregister(pidfd)
+        os.close(pidfd)
+        if not self.ns:
+            self.sweep(pid, keep=self.children)
+        self.send(("exit", idx, status, usage.ru_utime + usage.ru_stime))
+
+    def sweep(self, pid: int, keep) -> None:
+        """Kill a candidate and its process group, then (fallback mode, where we are the child subreaper) every
+        child of ours not in ``keep``: orphans of finished candidates were reparented to us."""
+        for kill, target in ((os.kill, pid), (os.killpg, pid)):
+            try:
+                kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.ns:
+            return
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            strays = [p for p in _isolation.own_children() if p not in keep]
+            if not strays:
+                return
+            for p in strays:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                    os.waitpid(p, os.WNOHANG)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            time.sleep(0.001)
+
+    def child(self, token, workdir, cpu_limit, mem, code, setup, tests, rep_w, out_w) -> None:
+        try:
+            self.plan.isolate(workdir)
+            limits = [(resource.RLIMIT_CPU, cpu_limit), (resource.RLIMIT_AS, mem),
+                      (resource.RLIMIT_NOFILE, NOFILE_LIMIT), (resource.RLIMIT_NPROC, self.nproc)]
+            for what, value in limits:  # soft == hard: RLIMIT_CPU then sends SIGKILL, not a catchable SIGXCPU
+                resource.setrlimit(what, (value, value))
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(out_w, 2)
+            os.dup2(rep_w, 3, inheritable=False)
+            os.closerange(4, 1 << 20)
+            tempfile.tempdir = workdir
+            if not self.ns:
+                os.environ["TMPDIR"] = workdir
+        except BaseException as e:  # noqa: BLE001
+            try:
+                os.write(rep_w, token + f" error sandbox set-up failed: {type(e).__name__}: {e}\n".encode())
+            finally:
+                os._exit(125)
+        try:
+            _harness.run_program({"code": code, "setup": setup}, token, 3, tests)
+        finally:
+            os._exit(126)
+
+
+def start(plan: _isolation.ChildPlan, ns: bool, nproc: int) -> tuple[int, socket.socket]:
+    """Fork the zygote; return its pid and the executor's end of the socketpair."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (ours, theirs):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MAX_MESSAGE)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            Zygote(theirs, plan, ns, nproc).serve()
+        finally:
+            os._exit(0)
+    theirs.close()
+    return pid, ours
