@@ -238,6 +238,20 @@ def test_rebinding_builtins_cannot_disable_the_tests(box):
     builtins.list = tuple
     """
     assert run(box, code).status == "failed"
+    patched_modules = """
+    import operator, types
+    class Liar:
+        __eq__ = lambda s, o: True
+    def f(x):
+        return Liar()
+    def g(x):
+        return 5
+    operator.contains = lambda a, b: True
+    types.WrapperDescriptorType = types.FunctionType
+    types.FunctionType = type(len)
+    """
+    for test in ("assert f(1) == 2", "assert 2 in [f(1)]", "assert g(1) in [1, 2]"):
+        assert run(box, patched_modules, [test]).status == "failed", test
 
 
 def test_a_fork_that_passes_cannot_vouch_for_its_failing_parent(box):

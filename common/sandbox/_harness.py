@@ -42,6 +42,8 @@ _dict_of = type.__dict__["__dict__"].__get__
 _flags_of = type.__dict__["__flags__"].__get__
 _name_of = type.__dict__["__qualname__"].__get__
 _stdout, _stderr = sys.stdout, sys.stderr
+_contains, _FunctionType, _SimpleNamespace = operator.contains, types.FunctionType, types.SimpleNamespace
+_C_DESCRIPTORS = (types.WrapperDescriptorType, types.MethodDescriptorType)
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: the class was created at run time (a `class` statement), not in C
 _CMP_DUNDERS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
@@ -56,8 +58,8 @@ _OPS = (
     (operator.eq, "==", _CMP_DUNDERS), (operator.ne, "!=", _CMP_DUNDERS), (operator.lt, "<", _CMP_DUNDERS),
     (operator.le, "<=", _CMP_DUNDERS), (operator.gt, ">", _CMP_DUNDERS), (operator.ge, ">=", _CMP_DUNDERS),
     (operator.is_, "is", ()), (operator.is_not, "is not", ()),
-    (lambda a, b: operator.contains(b, a), "in", _CONTAINS_DUNDERS),
-    (lambda a, b: not operator.contains(b, a), "not in", _CONTAINS_DUNDERS),
+    (lambda a, b: _contains(b, a), "in", _CONTAINS_DUNDERS),
+    (lambda a, b: not _contains(b, a), "not in", _CONTAINS_DUNDERS),
 )
 _OP_INDEX = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5, ast.Is: 6, ast.IsNot: 7,
              ast.In: 8, ast.NotIn: 9}
@@ -102,9 +104,9 @@ def _type_problem(t, names) -> str | None:
             f = d[name]
             if not _flags_of(klass) & _HEAPTYPE or f is None:
                 break  # implemented in C, or explicitly disabled
-            if _type(f) is types.FunctionType and _trusted_file(f.__code__.co_filename):
+            if _type(f) is _FunctionType and _trusted_file(f.__code__.co_filename):
                 break
-            if _type(f) in (types.WrapperDescriptorType, types.MethodDescriptorType):
+            if _type(f) in _C_DESCRIPTORS:
                 break
             problem = f"{_name_of(klass)}.{name} is defined by the program under test"
             break
@@ -125,7 +127,7 @@ def _children(x, t):
         return set.__iter__(x) if _issubclass(t, set) else frozenset.__iter__(x)
     if _issubclass(t, _deque):
         return _deque.__iter__(x)
-    if t is types.SimpleNamespace:
+    if t is _SimpleNamespace:
         return dict.values(object.__getattribute__(x, "__dict__"))
     if t is slice:
         return (x.start, x.stop, x.step)
