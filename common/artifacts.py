@@ -201,7 +201,8 @@ def save_dataset(dataset, folder: Path) -> Path:
     was_enabled = is_progress_bar_enabled()
     disable_progress_bar()  # a "Saving the dataset" bar per artifact is noise next to the stages' own progress
     try:
-        dataset.save_to_disk(str(tmp))
+        # an empty dataset needs an explicit shard count, or it is saved with no data file and cannot be reloaded
+        dataset.save_to_disk(str(tmp), **({"num_shards": 1} if len(dataset) == 0 else {}))
     finally:
         if was_enabled:
             enable_progress_bar()

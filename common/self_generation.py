@@ -51,7 +51,7 @@ def run_self_generation(config: PipelineConfig, run_dir: Path | str, force: bool
         del backend
         _free_accelerator_memory()
 
-    save_dataset(Dataset.from_list(samples) if samples else Dataset.from_dict({"task_id": []}), run.selfgen / "samples")
+    save_dataset(Dataset.from_list(samples), run.selfgen / "samples")  # never empty: round 1 samples every task
     (run.selfgen / "rounds.json").write_text(json.dumps(stats, indent=2))
 
     rows = pair_rows(samples, by_id, prompts, style, config)

@@ -151,8 +151,13 @@ def build_pair_rows(candidates: Dataset, tasks: Dataset, config: PipelineConfig,
 
 
 def _empty_pairs() -> Dataset:
-    return Dataset.from_dict({name: [] for name in ("task_id", "prompt", "chosen", "rejected", "chosen_mi",
-                                                    "rejected_mi", "mi_margin", "generator")})
+    """A zero-row pairs dataset with a concrete schema (an untyped empty table cannot be saved and reloaded)."""
+    from datasets import Features, Value
+
+    features = Features({"task_id": Value("int64"), "prompt": Value("string"), "chosen": Value("string"),
+                         "rejected": Value("string"), "chosen_mi": Value("float64"), "rejected_mi": Value("float64"),
+                         "mi_margin": Value("float64"), "generator": Value("string")})
+    return Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def _fmt(value: float | None) -> str:
