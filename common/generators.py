@@ -62,8 +62,11 @@ def rewrite_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -
     for task in tqdm(tasks, desc="stage 1a: AST rewrites", unit="task"):
         reference = normalise_reference(task["code"])
         rows.append(_row(task["task_id"], 0, reference, "rewrite", "reference"))
+        # The reference is candidate 0 already, so its reformatted twin would only add a near-duplicate; the task
+        # sentence lets `add_docstring` write a real docstring instead of one made from the function name.
         variants = generate_variants(reference, max_variants=config.stage1.max_variants,
-                                     seed=config.stage1.rewrite_seed + int(task["task_id"]))
+                                     seed=config.stage1.rewrite_seed + int(task["task_id"]), task_text=task["text"],
+                                     include_reformat=False)
         for index, variant in enumerate(variants, 1):
             rows.append(_row(task["task_id"], index, variant.code, "rewrite", "+".join(variant.transforms)))
     return rows
