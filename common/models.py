@@ -3,8 +3,10 @@ random models for tests.
 
 ``load_model(cfg)`` returns ``(model, tokenizer)`` for every source, optionally with a PEFT adapter (trainable for
 stage 2c, merged for fast sampling). Tiny models (``source: tiny``) are built from config with deterministic
-weights (``tiny_seed``) and use the real Gemma-3 tokenizer, so prompts, stop logic and chat templates are tested
-on the token sequences the real model sees; their module names include every LoRA target of the paper.
+weights (``tiny_seed``) and use either the bundled 4k byte-level BPE (``tiny_tokenizer: small``, the default: a
+262k-wide output layer would make a hidden-32 model as slow as a real one) or the real Gemma-3 tokenizer
+(``tiny_tokenizer: gemma``, extracted from the GGUF once); their module names include every LoRA target of the
+paper.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .models_gguf import cache_root, ensure_gemma_270m, ensure_gemma_tokenizer, 
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 GEMMA3_CHAT_TEMPLATE = RESOURCES / "gemma3_chat_template.jinja"
+TINY_TOKENIZER = RESOURCES / "tiny_tokenizer"  # 4k byte-level BPE (scripts/build_tiny_tokenizer.py)
 SOURCES = ("hub", "local", "gguf-package", "tiny")
 TINY_ARCHITECTURES = ("gemma3", "qwen3", "llama")
 
@@ -47,7 +50,12 @@ def default_device() -> str:
 
 def _tokenizer_path(cfg: ModelConfig) -> tuple[str, dict]:
     if cfg.source == "tiny":
-        return str(ensure_gemma_tokenizer()), {}
+        choice = getattr(cfg, "tiny_tokenizer", "small")
+        if choice == "small":
+            return str(TINY_TOKENIZER), {}
+        if choice == "gemma":
+            return str(ensure_gemma_tokenizer()), {}
+        raise ValueError(f"model {cfg.name!r}: tiny_tokenizer must be 'small' or 'gemma', got {choice!r}")
     if cfg.source == "gguf-package":
         return str(ensure_gemma_270m()), {}
     if cfg.source in ("hub", "local"):
