@@ -15,13 +15,12 @@ from common.config import CONFIG_DIR, DPOTrainingConfig, load_config, load_model
 from common.models import load_model
 from common.prompts import build_prompt, completion_target
 from common.training import (
-    CHECKPOINTS, _last_checkpoint, _run_signature, build_dpo_trainer, dpo_config, run_dpo_stage, split_eval,
-    to_trl_format, train_dpo,
+    CHECKPOINTS, _last_checkpoint, _run_signature, build_dpo_trainer, dpo_config, run_dpo_stage,
+    score_only_completions_on_cpu, split_eval, to_trl_format, train_dpo,
 )
 from common.training_logs import CURVES_PNG, LOG_CSV, plot_training_curves, read_training_log
 
-# Short prompts and completions: with Gemma's 262k vocabulary the LM head is most of a step's cost, and on CPU TRL
-# projects every position (prompt included) through it.
+# Short prompts and completions keep every training step well under a second on 2 cores.
 _TASKS = [
     {"task_id": 601 + i, "text": f"Write a function to add {i} to a number.", "code": f"def add_{i}(x):\n    return x + {i}"}
     for i in range(4)
@@ -169,7 +168,7 @@ def test_saved_adapter_reloads_with_same_logits(stage1, base_model, stage1_model
     assert saved and all(".ref." not in key for key in saved)
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["r"] == 4 and sorted(config["target_modules"]) == sorted(tcfg().lora_target_modules)
-    ids = torch.tensor([[2, 100, 2000, 30000, 7, 9, 11]])
+    ids = torch.tensor([[2, 100, 2000, 3000, 7, 9, 11]])
     stage1.model.eval()
     with torch.no_grad():
         expected = stage1.model(input_ids=ids).logits
@@ -288,6 +287,18 @@ def test_precision_mapping(tmp_path):
     assert dpo_config(tcfg(precision="bf16"), tmp_path, has_eval=False).bf16
     with pytest.raises(ValueError, match="precision"):
         dpo_config(tcfg(precision="fp8"), tmp_path, has_eval=False)
+
+
+def test_cpu_lm_head_scores_only_completions():
+    """On CPU TRL's fused LM head is switched to completion positions only; the reference-log-prob tests above
+    compare its output with plain forward passes."""
+    import trl.trainer.utils as trl_utils
+
+    score_only_completions_on_cpu()
+    patched = trl_utils._use_triton
+    score_only_completions_on_cpu()
+    assert trl_utils._use_triton is patched  # applied once
+    assert patched(torch.device("cpu"))
 
 
 def test_plot_training_curves_several_runs(stage1, tmp_path):
