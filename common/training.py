@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,9 @@ from typing import Any
 
 from .artifacts import MANIFEST, RunDir, is_complete, record_config, require, write_manifest
 from .config import DPOTrainingConfig, ModelConfig, PipelineConfig, to_dict
+from .training_data import PAIR_COLUMNS, _check_pairs, load_pairs, split_eval, to_trl_format
 from .training_logs import CURVES_PNG, StepTimer, plot_training_curves, write_training_log
+from .trl_patches import fast_tokenizer_fingerprint, score_only_completions_on_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ REFERENCES = ("base", "stage1")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINTS = "checkpoints"
 _SIGNATURE = "run_signature.json"
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+__all__ = ["TrainResult", "build_dpo_trainer", "train_dpo", "run_dpo_stage", "plot_training_curves", "load_pairs",
+           "to_trl_format", "split_eval", "dpo_config", "lora_config", "REFERENCES"]
 
 
 @dataclass
@@ -49,78 +51,6 @@ class TrainResult:
     seconds_per_step: float | None
     tokens_per_second: float | None
     model: Any = field(default=None, repr=False)  # the trained PeftModel (in memory; not saved beyond the adapter)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Data
-
-
-def _check_pairs(pairs: Any, where: str = "pairs dataset") -> None:
-    missing = [name for name in PAIR_COLUMNS if name not in pairs.column_names]
-    if missing:
-        raise ValueError(f"{where}: missing column(s) {missing}; has {pairs.column_names}")
-    if len(pairs) == 0:
-        raise ValueError(f"{where} is empty: there are no preference pairs to train on")
-
-
-def _trl_row(row: dict[str, Any]) -> dict[str, Any]:
-    """One pair in TRL's format: a string prompt stays 'standard'; a message-list prompt becomes 'conversational'
-    (the completions become one assistant message each)."""
-    prompt = row["prompt"]
-    if isinstance(prompt, str):
-        return {"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]}
-    messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
-
-    def turn(text: Any) -> list[dict[str, str]]:
-        return text if isinstance(text, list) else [{"role": "assistant", "content": text}]
-
-    return {"prompt": messages, "chosen": turn(row["chosen"]), "rejected": turn(row["rejected"])}
-
-
-def to_trl_format(pairs: Any) -> Any:
-    """Our pairs dataset -> an in-memory dataset with only prompt/chosen/rejected in TRL's format.
-
-    In memory on purpose: TRL's tokenisation ``map`` would otherwise write cache files into the artifact folder.
-    """
-    from datasets import Dataset
-
-    _check_pairs(pairs)
-    rows = [_trl_row(row) for row in pairs.select_columns(list(PAIR_COLUMNS)).to_list()]
-    kinds = {isinstance(row["prompt"], str) for row in rows}
-    if len(kinds) > 1:
-        raise ValueError("pairs dataset mixes string prompts and message-list prompts")
-    return Dataset.from_list(rows)
-
-
-def split_eval(pairs: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
-    """Hold out ``fraction`` of the *tasks* (all pairs of a task stay on one side) for evaluation/early stopping."""
-    if fraction <= 0:
-        return pairs, None
-    if fraction >= 1:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
-    keys = pairs["task_id"] if "task_id" in pairs.column_names else list(range(len(pairs)))
-    tasks = sorted(set(keys))
-    random.Random(seed).shuffle(tasks)
-    n_eval = max(1, round(fraction * len(tasks)))
-    if n_eval >= len(tasks):
-        raise ValueError(f"eval_fraction={fraction} leaves no training pairs ({len(tasks)} tasks)")
-    held_out = set(tasks[:n_eval])
-    train_idx = [i for i, key in enumerate(keys) if key not in held_out]
-    eval_idx = [i for i, key in enumerate(keys) if key in held_out]
-    return pairs.select(train_idx), pairs.select(eval_idx)
-
-
-def load_pairs(path: str | Path) -> Any:
-    """A pairs dataset saved with ``save_to_disk``; a clear error when it is empty or malformed."""
-    from datasets import load_from_disk
-
-    state = Path(path) / "state.json"
-    if state.is_file() and not json.loads(state.read_text()).get("_data_files", True):
-        # datasets cannot even load a saved empty dataset (IndexError deep inside), so check first
-        raise ValueError(f"pairs dataset {path} is empty: there are no preference pairs to train on")
-    pairs = load_from_disk(str(path))
-    _check_pairs(pairs, where=f"pairs dataset {path}")
-    return pairs
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -142,12 +72,16 @@ def _on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def _check_precision(train_cfg: DPOTrainingConfig) -> None:
+    if train_cfg.precision not in PRECISIONS:
+        raise ValueError(f"dpo precision must be one of {PRECISIONS}, got {train_cfg.precision!r}")
+
+
 def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: bool) -> Any:
     """Our ``DPOTrainingConfig`` -> TRL ``DPOConfig`` (checkpoints in ``output_dir``)."""
     from trl import DPOConfig
 
-    if train_cfg.precision not in PRECISIONS:
-        raise ValueError(f"dpo precision must be one of {PRECISIONS}, got {train_cfg.precision!r}")
+    _check_precision(train_cfg)
     early = train_cfg.early_stopping_patience is not None
     if early and not has_eval:
         raise ValueError("early_stopping_patience needs a held-out slice: set eval_fraction > 0")
@@ -202,6 +136,31 @@ def _device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process under accelerate/torchrun
 
 
+def training_model_config(model_cfg: ModelConfig, train_cfg: DPOTrainingConfig) -> ModelConfig:
+    """The model config as trained: ``load_in_4bit`` asks for 4-bit weights (QLoRA), and a model whose dtype is
+    'auto' is loaded in the training precision (the paper's fp32 means fp32 weights, not bf16 ones on a GPU; fp16
+    mixed precision keeps fp32 master weights). An explicit model dtype wins."""
+    _check_precision(train_cfg)
+    changes: dict[str, Any] = {}
+    if train_cfg.load_in_4bit and not model_cfg.quantization:
+        changes["quantization"] = "4bit"
+    if model_cfg.dtype in (None, "auto"):
+        changes["dtype"] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float32"}[train_cfg.precision]
+    return dataclasses.replace(model_cfg, **changes) if changes else model_cfg
+
+
+def _warn_if_lora_differs(saved: Any, train_cfg: DPOTrainingConfig, adapter_dir: Any) -> None:
+    """Stage 2c continues the stage-1 adapter, so its LoRA shape comes from the adapter, not from the config."""
+    wanted = {"r": train_cfg.lora_r, "lora_alpha": train_cfg.lora_alpha, "lora_dropout": train_cfg.lora_dropout,
+              "target_modules": set(train_cfg.lora_target_modules)}
+    found = {"r": saved.r, "lora_alpha": saved.lora_alpha, "lora_dropout": saved.lora_dropout,
+             "target_modules": set(saved.target_modules or ())}
+    differing = sorted(key for key in wanted if wanted[key] != found[key])
+    if differing:
+        logger.warning("continuing %s with its own LoRA settings; the config's %s differ and are ignored",
+                       adapter_dir, differing)
+
+
 def _load_stage1_weights(model: Any, adapter_dir: Path) -> None:
     """Copy the stage-1 adapter's weights into the freshly created ``default`` adapter."""
     from peft import load_peft_weights, set_peft_model_state_dict
@@ -211,58 +170,6 @@ def _load_stage1_weights(model: Any, adapter_dir: Path) -> None:
     if missing or result.unexpected_keys:
         raise RuntimeError(f"stage-1 adapter {adapter_dir} does not fit the model: missing {missing[:3]}, "
                            f"unexpected {list(result.unexpected_keys)[:3]}")
-
-
-def _tokenizer_token(module: str, name: str, digest: str) -> None:
-    """Stands for a tokenizer in dataset fingerprints (never called; pickled by reference)."""
-
-
-def fast_tokenizer_fingerprint(tokenizer: Any) -> None:
-    """Make ``datasets`` fingerprint this tokenizer class from its content digest instead of pickling it.
-
-    TRL tokenises with ``dataset.map(..., fn_kwargs={"processing_class": tokenizer})`` and ``datasets`` hashes
-    those arguments with dill: for Gemma's tokenizer (262k-entry vocab dict, 515k merges as Python objects) that
-    takes 4-10 s per trainer on 2 cores. The digest of the backend's JSON plus the small attributes (chat
-    template, special tokens, padding side) identifies the same content in ~1 s. Only ``datasets``' own hashing
-    pickler is affected.
-    """
-    from datasets.fingerprint import Hasher
-    from datasets.utils._dill import Pickler, pklregister
-
-    cls = type(tokenizer)
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if cls in Pickler.dispatch or not hasattr(backend, "to_str"):
-        return
-    heavy = {"_vocab", "_merges", "_tokenizer", "cache", "deprecation_warnings"}
-
-    def save(pickler: Any, obj: Any) -> None:
-        light = {key: value for key, value in obj.__dict__.items() if key not in heavy}
-        digest = Hasher.hash(light) + Hasher.hash_bytes(obj._tokenizer.to_str().encode())
-        pickler.save_reduce(_tokenizer_token, (cls.__module__, cls.__qualname__, digest), obj=obj)
-
-    pklregister(cls)(save)
-
-
-def score_only_completions_on_cpu() -> None:
-    """Make TRL's fused LM head score only completion positions on CPU, as it does on CUDA.
-
-    TRL 1.16 projects only the positions with a label through the LM head when Triton runs (CUDA/XPU) and every
-    position elsewhere, because on Neuron a data-dependent shape recompiles the graph. A CPU has no such
-    constraint, and with Gemma's 262k-token LM head the prompt and padding positions are most of a step: scoring
-    only the completions gives identical log-probs (tests compare them with direct forward passes) for 2-4x less
-    CPU time. The switch is TRL's own (``compact``); only its device test is widened to CPUs.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None or getattr(original, "_mi_align_cpu", False):
-        return
-
-    def compact_here(device: Any) -> bool:
-        return original(device) or device.type == "cpu"
-
-    compact_here._mi_align_cpu = True
-    trl_utils._use_triton = compact_here
 
 
 def build_dpo_trainer(
@@ -292,9 +199,7 @@ def build_dpo_trainer(
     train_dataset = to_trl_format(pairs)
     eval_dataset = to_trl_format(eval_pairs) if eval_pairs is not None else None
 
-    if train_cfg.load_in_4bit and not model_cfg.quantization:
-        model_cfg = dataclasses.replace(model_cfg, quantization="4bit")
-    model, tokenizer = load_model(model_cfg, device=_device())
+    model, tokenizer = load_model(training_model_config(model_cfg, train_cfg), device=_device())
     fast_tokenizer_fingerprint(tokenizer)
     score_only_completions_on_cpu()
     if not isinstance(train_dataset[0]["prompt"], str) and not getattr(tokenizer, "chat_template", None):
@@ -313,8 +218,10 @@ def build_dpo_trainer(
     elif reference == "base":
         peft_config = PeftConfig.from_pretrained(str(init_adapter))  # the stage-1 LoRA shape, not train_cfg's
         peft_config.inference_mode = False
+        _warn_if_lora_differs(peft_config, train_cfg, init_adapter)
     else:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        _warn_if_lora_differs(model.peft_config["default"], train_cfg, init_adapter)
 
     has_eval = eval_dataset is not None
     args = dpo_config(train_cfg, Path(output_dir) / CHECKPOINTS, has_eval)
@@ -357,7 +264,8 @@ def _run_signature(pairs: Any, model_cfg: ModelConfig, train_cfg: DPOTrainingCon
 def _last_checkpoint(folder: Path, signature: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    if not folder.is_dir():
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
         return None
     marker = folder / _SIGNATURE
     recorded = json.loads(marker.read_text()).get("signature") if marker.is_file() else None
@@ -365,7 +273,7 @@ def _last_checkpoint(folder: Path, signature: str) -> str | None:
         logger.warning("discarding checkpoints in %s: they were made from other inputs or settings", folder)
         shutil.rmtree(folder)
         return None
-    return get_last_checkpoint(str(folder))
+    return last
 
 
 def _save_adapter(trainer: Any, adapter_dir: Path) -> None:

@@ -16,7 +16,7 @@ from common.models import load_model
 from common.prompts import build_prompt, completion_target
 from common.training import (
     CHECKPOINTS, _last_checkpoint, _run_signature, build_dpo_trainer, dpo_config, run_dpo_stage,
-    score_only_completions_on_cpu, split_eval, to_trl_format, train_dpo,
+    score_only_completions_on_cpu, split_eval, to_trl_format, train_dpo, training_model_config,
 )
 from common.training_logs import CURVES_PNG, LOG_CSV, plot_training_curves, read_training_log
 
@@ -287,6 +287,18 @@ def test_precision_mapping(tmp_path):
     assert dpo_config(tcfg(precision="bf16"), tmp_path, has_eval=False).bf16
     with pytest.raises(ValueError, match="precision"):
         dpo_config(tcfg(precision="fp8"), tmp_path, has_eval=False)
+
+
+def test_model_is_loaded_in_the_training_precision():
+    auto = dataclasses.replace(load_model_config("gemma-3-1b-it"), dtype="auto")
+    assert training_model_config(auto, tcfg()).dtype == "float32"  # the paper's fp32: fp32 weights, also on GPUs
+    assert training_model_config(auto, tcfg(precision="bf16")).dtype == "bfloat16"
+    assert training_model_config(auto, tcfg(precision="fp16")).dtype == "float32"  # fp32 master weights
+    explicit = dataclasses.replace(auto, dtype="bfloat16")
+    assert training_model_config(explicit, tcfg()).dtype == "bfloat16"
+    assert training_model_config(auto, tcfg(load_in_4bit=True)).quantization == "4bit"
+    with pytest.raises(ValueError, match="precision"):
+        training_model_config(auto, tcfg(precision="fp8"))
 
 
 def test_cpu_lm_head_scores_only_completions():

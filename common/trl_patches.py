@@ -1,0 +1,61 @@
+"""Two speed-ups for LoRA DPO on CPU, each switching one narrow behaviour of a library (TRL, datasets).
+
+Both leave results unchanged: ``tests/test_training.py`` compares the reference log-probs computed through TRL with
+direct forward passes, and dataset fingerprints stay content-based.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _tokenizer_token(module: str, name: str, digest: str) -> None:
+    """Stands for a tokenizer in dataset fingerprints (never called; pickled by reference)."""
+
+
+def fast_tokenizer_fingerprint(tokenizer: Any) -> None:
+    """Make ``datasets`` fingerprint this tokenizer class from its content digest instead of pickling it.
+
+    TRL tokenises with ``dataset.map(..., fn_kwargs={"processing_class": tokenizer})`` and ``datasets`` hashes
+    those arguments with dill: for Gemma's tokenizer (262k-entry vocab dict, 515k merges as Python objects) that
+    takes 4-10 s per trainer on 2 cores. The digest of the backend's JSON plus the small attributes (chat
+    template, special tokens, padding side) identifies the same content in ~1 s. Only ``datasets``' own hashing
+    pickler is affected.
+    """
+    from datasets.fingerprint import Hasher
+    from datasets.utils._dill import Pickler, pklregister
+
+    cls = type(tokenizer)
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if cls in Pickler.dispatch or not hasattr(backend, "to_str"):
+        return
+    heavy = {"_vocab", "_merges", "_tokenizer", "cache", "deprecation_warnings"}
+
+    def save(pickler: Any, obj: Any) -> None:
+        light = {key: value for key, value in obj.__dict__.items() if key not in heavy}
+        digest = Hasher.hash(light) + Hasher.hash_bytes(obj._tokenizer.to_str().encode())
+        pickler.save_reduce(_tokenizer_token, (cls.__module__, cls.__qualname__, digest), obj=obj)
+
+    pklregister(cls)(save)
+
+
+def score_only_completions_on_cpu() -> None:
+    """Make TRL's fused LM head score only completion positions on CPU, as it does on CUDA.
+
+    TRL 1.16 projects only the positions with a label through the LM head when Triton runs (CUDA/XPU) and every
+    position elsewhere, because on Neuron a data-dependent shape recompiles the graph. A CPU has no such
+    constraint, and with Gemma's 262k-token LM head the prompt and padding positions are most of a step: scoring
+    only the completions gives identical log-probs (tests compare them with direct forward passes) for 2-4x less
+    CPU time. The switch is TRL's own (``compact``); only its device test is widened to CPUs.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "_mi_align_cpu", False):
+        return
+
+    def compact_here(device: Any) -> bool:
+        return original(device) or device.type == "cpu"
+
+    compact_here._mi_align_cpu = True
+    trl_utils._use_triton = compact_here
