@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import MANIFEST, RunDir, is_complete, record_config, require, write_manifest
+from .artifacts import MANIFEST, RunDir, is_complete, load_dataset_dir, record_config, require, write_manifest
 from .config import DPOTrainingConfig, ModelConfig, PipelineConfig, to_dict
 from .training_data import PAIR_COLUMNS, _check_pairs, load_pairs, split_eval, to_trl_format
 from .training_logs import CURVES_PNG, StepTimer, plot_training_curves, write_training_log
@@ -398,6 +398,8 @@ def run_dpo_stage(config: PipelineConfig, run_dir: Path | str, stage: str = "dpo
     require(input_dir, config, input_stage, needed_by=needed_by)
     if init_adapter is not None:
         require(init_adapter, config, "dpo", needed_by=needed_by)
+    if stage == "dpo_further" and len(load_dataset_dir(input_dir)) == 0:
+        return _carry_over_stage1_adapter(config, run, output, input_dir, main)
     pairs = load_pairs(input_dir)
 
     # A finished adapter of another config (or a forced re-run) is replaced as a whole; an unfinished folder keeps
@@ -418,6 +420,24 @@ def run_dpo_stage(config: PipelineConfig, run_dir: Path | str, stage: str = "dpo
         })
         print(f"[{stage}] done: {result.metrics.get('global_step')} steps, "
               f"{result.seconds_per_step or float('nan'):.2f} s/step, adapter in {output}")
+    return output
+
+
+def _carry_over_stage1_adapter(config: PipelineConfig, run: RunDir, output: Path, input_dir: Path, main: bool
+                               ) -> Path:
+    """Stage 2c with no self-generated pairs (a model that never passed twice on any prompt): there is nothing to
+    learn from, so ``-dpo-further`` is the ``-dpo`` adapter unchanged. Said loudly and recorded in the manifest
+    (``skipped_training``), so a report can never present it as a trained model."""
+    if main:
+        shutil.rmtree(output, ignore_errors=True)
+        shutil.copytree(run.dpo_adapter, output, ignore=shutil.ignore_patterns(MANIFEST, "checkpoints"))
+        record_config(run, config)
+        write_manifest(output, config, "dpo_further", extra={
+            "input": str(input_dir), "n_pairs": 0, "skipped_training": True,
+            "init_adapter": str(run.dpo_adapter), "reference": config.dpo_further.stage2_reference,
+        })
+        print(f"[dpo_further] WARNING: {input_dir} has no pairs (no prompt got two distinct passing solutions); "
+              f"-dpo-further = the -dpo adapter unchanged -> {output}")
     return output
 
 
