@@ -161,6 +161,14 @@ def is_complete(folder: Path, config: PipelineConfig, stage: str) -> bool:
     return manifest is not None and manifest.get("fingerprint") == config.fingerprint(*STAGE_SECTIONS.get(stage, ()))
 
 
+def skip_if_complete(folder: Path, config: PipelineConfig, stage: str, label: str, force: bool = False) -> bool:
+    """The opening of every stage function: True (and says so) when ``folder`` is already complete for ``config``."""
+    if force or not is_complete(folder, config, stage):
+        return False
+    print(f"[{label}] up to date: {folder}")
+    return True
+
+
 def require(folder: Path, config: PipelineConfig, stage: str, needed_by: str) -> dict[str, Any]:
     """The manifest of an input artifact, or a clear error saying what to run first."""
     manifest = read_manifest(folder)

@@ -20,7 +20,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from .artifacts import RunDir, is_complete, load_dataset_dir, record_config, require, save_dataset, write_manifest
+from .artifacts import RunDir, load_dataset_dir, record_config, require, save_dataset, skip_if_complete, write_manifest
 from .config import PipelineConfig
 from .generators import prompt_style_for
 from .pairing import Candidate, pair_row, pair_summary, plot_mi_distribution, select_pairs
@@ -33,8 +33,7 @@ def run_self_generation(config: PipelineConfig, run_dir: Path | str, force: bool
     """Sample, execute, score and pair; writes ``stage2/selfgen`` (all samples) and ``stage2/selfgen_pairs``."""
     run = RunDir(run_dir)
     record_config(run, config)
-    if is_complete(run.selfgen_pairs, config, "selfgen") and not force:
-        print(f"[self-generation] up to date: {run.selfgen_pairs}")
+    if skip_if_complete(run.selfgen_pairs, config, "selfgen", "self-generation", force):
         return run.selfgen_pairs
     require(run.dpo_adapter, config, "dpo", "self-generate")
     tasks = load_tasks(run, config, "train", "self-generate")

@@ -17,7 +17,8 @@ from typing import Any
 
 from datasets import Dataset
 
-from .artifacts import RunDir, is_complete, load_dataset_dir, record_config, require, save_dataset, write_manifest
+from .artifacts import (RunDir, is_complete, load_dataset_dir, record_config, require, save_dataset, skip_if_complete,
+                        write_manifest)
 from .config import PipelineConfig
 from .data import load_mbpp
 from .generators import GENERATORS, prompt_style_for
@@ -30,8 +31,7 @@ def prepare_mbpp(config: PipelineConfig, run_dir: Path | str, force: bool = Fals
     """Freeze the train and evaluation splits (with the config's task limits) into the run directory."""
     run = RunDir(run_dir)
     record_config(run, config)
-    if is_complete(run.mbpp, config, "mbpp") and not force:
-        print(f"[prepare] up to date: {run.mbpp}")
+    if skip_if_complete(run.mbpp, config, "mbpp", "prepare", force):
         return run.mbpp
     data = config.data
     splits = {
@@ -60,8 +60,7 @@ def generate_candidates(config: PipelineConfig, run_dir: Path | str, force: bool
     the sandbox and scored by MI."""
     run = RunDir(run_dir)
     record_config(run, config)
-    if is_complete(run.candidates, config, "candidates") and not force:
-        print(f"[candidates] up to date: {run.candidates}")
+    if skip_if_complete(run.candidates, config, "candidates", "candidates", force):
         return run.candidates
     name = config.stage1.generator
     if name not in GENERATORS:
@@ -110,8 +109,7 @@ def label_pairs(config: PipelineConfig, run_dir: Path | str, force: bool = False
     """Stage 1b: MI-labelled (chosen, rejected) pairs from the passing candidates of each task."""
     run = RunDir(run_dir)
     record_config(run, config)
-    if is_complete(run.pairs, config, "pairs") and not force:
-        print(f"[pairs] up to date: {run.pairs}")
+    if skip_if_complete(run.pairs, config, "pairs", "pairs", force):
         return run.pairs
     require(run.candidates, config, "candidates", "label-pairs")
     candidates = load_dataset_dir(run.candidates)
