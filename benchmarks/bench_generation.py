@@ -13,8 +13,8 @@ tokens/s counts generated tokens. The references run until EOS or the budget (th
 notebooks), so samples/s is also printed: it is what a pipeline stage waits for. Correctness: the share of our
 samples whose code parses, and their pass rate in the sandbox (common.sandbox) on the task's asserts.
 
-    python benchmarks/bench_generation.py                    # defaults: ~8-10 minutes on 2 cores
-    python benchmarks/bench_generation.py --prompts-b 32 --max-new-tokens 256 --skip-b0
+    python benchmarks/bench_generation.py                    # defaults: ~8-10 minutes on 2 idle cores
+    python benchmarks/bench_generation.py --prompts-b 32 --max-new-tokens 256 --b0 --json out.json
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def reference_generate(model, tokenizer, prompts, n, args) -> tuple[int, int, fl
 
     tokens = samples = 0
     start = time.perf_counter()
+    cpu = time.process_time()
     for i, prompt in enumerate(prompts):
         torch.manual_seed(args.seed + i)
         enc = tokenizer(prompt, return_tensors="pt")
@@ -56,15 +57,16 @@ def reference_generate(model, tokenizer, prompts, n, args) -> tuple[int, int, fl
                 length = row.index(tokenizer.eos_token_id) + 1
             tokens += length
         samples += n
-    return tokens, samples, time.perf_counter() - start
+    return tokens, samples, time.perf_counter() - start, time.process_time() - cpu
 
 
-def ours(backend, prompts, n, seed) -> tuple[int, int, float, list]:
+def ours(backend, prompts, n, seed) -> tuple[int, int, float, float, list]:
     start = time.perf_counter()
+    cpu = time.process_time()
     outputs = backend.generate(prompts, n, seed)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     tokens = sum(c.num_tokens for group in outputs for c in group)
-    return tokens, sum(len(g) for g in outputs), elapsed, outputs
+    return tokens, sum(len(g) for g in outputs), elapsed, cpu, outputs
 
 
 def correctness(tasks, outputs) -> dict:
@@ -98,15 +100,16 @@ def main(argv: list[str] | None = None) -> dict:
                                                                          "shared" / "data" / "mbpp" / "mbpp.jsonl")))
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--prompts-a", type=int, default=2, help="prompts for (a), batch 1 (slowest)")
-    parser.add_argument("--prompts-a10", type=int, default=2, help="prompts for (a'), n per generate call")
-    parser.add_argument("--prompts-b", type=int, default=16, help="prompts for (b) and (b0)")
+    parser.add_argument("--prompts-a10", type=int, default=1, help="prompts for (a'), n per generate call")
+    parser.add_argument("--prompts-b", type=int, default=20, help="prompts for (b) and (b0)")
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--batch-size", type=int, default=None, help="our backend's capacity (default: automatic)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-b0", action="store_true", help="skip the no-fence-stop run")
+    parser.add_argument("--b0", action="store_true", help="also run (b0): no fence stop (slow: every sample runs "
+                                                          "to max_new_tokens)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -122,11 +125,17 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"model": args.model, "max_new_tokens": args.max_new_tokens, "num_samples": args.num_samples,
                      "threads": torch.get_num_threads()}
 
-    def report(name, tokens, samples, seconds):
+    def report(name, tokens, samples, seconds, cpu_seconds):
+        # The 1-minute load average after each phase: on a shared machine, other processes' load changes the
+        # absolute numbers (and, less, the ratios); a load above the core count means the run was contended.
+        load = round(os.getloadavg()[0], 2)
         results[name] = {"tokens": tokens, "samples": samples, "seconds": round(seconds, 1),
-                         "tok_s": round(tokens / seconds, 2), "samples_s": round(samples / seconds, 3)}
+                         "tok_s": round(tokens / seconds, 2), "samples_s": round(samples / seconds, 3),
+                         "cpu_seconds": round(cpu_seconds, 1), "tok_per_cpu_s": round(tokens / cpu_seconds, 2),
+                         "load_avg_1min": load}
         print(f"{name:<40} {tokens:>6} tokens {samples:>4} samples {seconds:7.1f}s  "
-              f"{tokens / seconds:7.2f} tok/s  {samples / seconds:6.3f} samples/s", flush=True)
+              f"{tokens / seconds:7.2f} tok/s  {samples / seconds:6.3f} samples/s  "
+              f"{tokens / cpu_seconds:6.2f} tok/cpu-s  (load {load})", flush=True)
 
     prompts = [completion_prompt(t) for t in tasks]
     report("(a) generate, batch 1", *reference_generate(model, tokenizer, prompts[:args.prompts_a], 1, args))
@@ -136,24 +145,28 @@ def main(argv: list[str] | None = None) -> dict:
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size)
     backend = HFBackend(sampling, load_model_config(args.model), model=model, tokenizer=tokenizer)
-    tokens, samples, seconds, outputs = ours(backend, prompts[:args.prompts_b], args.num_samples, args.seed)
-    report(f"(b) ours, capacity {backend.capacity}, fence stop", tokens, samples, seconds)
-    results["(b) stats"] = dict(backend.stats)
+    tokens, samples, seconds, cpu, outputs = ours(backend, prompts[:args.prompts_b], args.num_samples, args.seed)
+    report(f"(b) ours, capacity {backend.capacity}, fence stop", tokens, samples, seconds, cpu)
+    stats = {k: round(v, 1) if isinstance(v, float) else v for k, v in backend.stats.items()}
+    stats["mean_rows_per_step"] = round(stats["tokens"] / max(1, stats["steps"]), 1)
+    results["(b) stats"] = stats
+    print(f"(b) stats: {stats}")
     finish = [c.finish_reason for g in outputs for c in g]
     results["(b) stopped_at_fence_or_eos"] = finish.count("stop") / max(1, len(finish))
-    if not args.skip_b0:
+    if args.b0:
         nostop = HFBackend(SamplingConfig(**{**sampling.__dict__, "stop_at_fence": False}),
                            load_model_config(args.model), model=model, tokenizer=tokenizer)
         nostop._stop_mask[:] = False  # also ignore EOS: every sample decodes max_new_tokens tokens
         report(f"(b0) ours, capacity {nostop.capacity}, no stop",
-               *ours(nostop, prompts[:args.prompts_b], args.num_samples, args.seed)[:3])
+               *ours(nostop, prompts[:args.prompts_b], args.num_samples, args.seed)[:4])
 
     b = results[f"(b) ours, capacity {backend.capacity}, fence stop"]
     for ref in ("(a) generate, batch 1", f"(a') generate, num_return_sequences={args.num_samples}"):
         a = results[ref]
         results[f"ratio tok/s (b)/{ref[:4].strip()}"] = round(b["tok_s"] / a["tok_s"], 2)
         results[f"ratio samples/s (b)/{ref[:4].strip()}"] = round(b["samples_s"] / a["samples_s"], 2)
-        if not args.skip_b0:
+        results[f"ratio tok/cpu-s (b)/{ref[:4].strip()}"] = round(b["tok_per_cpu_s"] / a["tok_per_cpu_s"], 2)
+        if args.b0:
             b0 = results[f"(b0) ours, capacity {backend.capacity}, no stop"]
             results[f"ratio tok/s (b0)/{ref[:4].strip()}"] = round(b0["tok_s"] / a["tok_s"], 2)
     results["correctness (b)"] = correctness(tasks[:args.prompts_b], outputs)
