@@ -536,6 +536,11 @@ def run_report(config: PipelineConfig, run_dir: Path | str, force: bool = False)
     if "baseline" in config.evaluation.variants and not any(res.variant == "baseline" for res in results):
         notes.append("no finished baseline run: Table 2 (change against the baseline) left out")
 
+    further = read_manifest(run.dpo_further_adapter) or {}
+    if further.get("skipped_training") and "dpo-further" in config.evaluation.variants:
+        notes.append("dpo-further was not trained: self-generation produced no pairs, so it is the -dpo adapter "
+                     "unchanged (its rows differ from dpo only by sampling noise)")
+
     figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{model}: mean ± sample std over runs").name,
                plot_mi_distributions(results, out / MI_PNG, f"{model}: MI of passing solutions").name]
     curves = plot_training(run, out / CURVES_PNG)

@@ -48,6 +48,9 @@ def test_smoke_pipeline_through_the_cli(tmp_path):
     assert elapsed < 180, f"smoke pipeline took {elapsed:.0f} s (budget 3 min on 2 cores)"
     _check_artifacts(run)
     assert "baseline" in done.stdout and "dpo-further" in done.stdout and "±" in done.stdout
+    # a random tiny model never passes twice, so stage 2c carried the -dpo adapter over; the report must say so
+    assert read_manifest(run.dpo_further_adapter)["skipped_training"] is True
+    assert "dpo-further was not trained" in (run.report / "tables.md").read_text()
     again = subprocess.run([sys.executable, "-m", "common", "run", "--config", "configs/smoke.yaml", "--run-dir",
                             str(run.root)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
