@@ -139,7 +139,7 @@ def test_paper_table_as_context_for_another_model(populated):
 def test_report_is_not_rewritten_when_up_to_date_and_print_table(populated, capsys):
     config, run = populated
     out = run_report(config, run.root)
-    created = read_manifest(out)["created"]
+    before = (out / SUMMARY_CSV).read_text()
     mtime = (out / SUMMARY_CSV).stat().st_mtime_ns
     capsys.readouterr()
     run_report(config, run.root)
@@ -147,8 +147,9 @@ def test_report_is_not_rewritten_when_up_to_date_and_print_table(populated, caps
     # a new evaluation run is a new input: the report is rebuilt
     write_run(run, config, "dpo", 3, dpo_passes(1), lambda tid, i: 99.0)
     run_report(config, run.root)
-    assert (out / SUMMARY_CSV).stat().st_mtime_ns != mtime or read_manifest(out)["created"] != created
-    assert "99" in (out / SUMMARY_CSV).read_text()
+    # judged by content: two writes within one file-system timestamp tick can leave mtime_ns unchanged
+    after = (out / SUMMARY_CSV).read_text()
+    assert after != before and "99" in after and "99" not in before
     text = print_table(run.root)
     assert "Table 1" in text and "## Figures" not in text and "Table 1" in capsys.readouterr().out
 
