@@ -18,7 +18,7 @@ import torch
 from common.config import SamplingConfig
 from common.generation import (Completion, SampleRequest, SamplingJobError, fence_cut, make_backend,
                                run_sampling_job, sample_seed, to_completion)
-from common.generation.hf import HFBackend, sample_top_p
+from common.generation.hf import HFBackend, cpu_fast_linear, sample_top_p
 from common.generation.jobs import ROWS_FILE, load_job_rows
 from common.prompts import build_prompt, render_prompt
 
@@ -285,6 +285,19 @@ def test_out_of_memory_halves_the_batch_and_redraws_the_same_samples(tiny_model)
     out = flaky.generate(["A\n```python\n", "B\n```python\n"], 3, 1)
     assert flaky.stats["oom_halvings"] == 2 and flaky.capacity == 1
     assert out == reference
+
+
+def test_cpu_fast_linear_is_the_same_product_and_is_undone(tiny_model):
+    model, _, _ = tiny_model("tiny-qwen3")
+    ids = torch.tensor([[2, 100, 200, 300, 400]])
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with cpu_fast_linear(model):
+            assert all("forward" in m.__dict__ for m in linears)
+            fast = model(input_ids=ids).logits
+    assert not any("forward" in m.__dict__ for m in linears)  # the shared model is left as it was
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_make_backend_builds_the_hf_backend_and_rejects_unknown_names(tiny_model):

@@ -15,13 +15,17 @@ sequences decoded together. This loop therefore:
 * gives every (prompt, sample) its own random stream (``sample_seed``): a row's draws do not depend on its batch
   neighbours, so results are identical for the same config and differ across batch layouts only through
   floating-point differences of batched matrix products (rarely enough to flip a sampled token);
-* halves the batch and restarts the affected rows (same seeds, same draws) when memory runs out.
+* halves the batch and restarts the affected rows (same seeds, same draws) when memory runs out;
+* on CPU computes the Linear layers of decode steps as ``(W @ x^T)^T``, which this machine's BLAS runs twice as
+  fast as torch's ``linear`` for a few dozen rows (``cpu_fast_linear``; same product up to float32 rounding).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+import types
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +61,41 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+FAST_LINEAR_MAX_ROWS = 256  # above this many rows (prefill) torch's own linear is as fast
+
+
+def _transposed_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``F.linear`` computed as ``(W @ x^T)^T``: the same product, a different BLAS call. For the few rows of a
+    decode step torch's CPU ``linear`` runs at ~50 GFLOP/s on our 2-core machine while ``W @ x^T`` runs at ~100-120
+    (measured for every projection shape of Gemma-3 270M and its 262k lm_head at 10-48 rows)."""
+    rows = x.numel() // x.shape[-1]
+    if rows > FAST_LINEAR_MAX_ROWS or x.dtype != self.weight.dtype:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
+    if self.bias is not None:
+        out = out + self.bias
+    return out.reshape(*x.shape[:-1], self.weight.shape[0])
+
+
+@contextlib.contextmanager
+def cpu_fast_linear(model: Any) -> Iterator[None]:
+    """While sampling on CPU, route the model's ``nn.Linear`` layers (exact classes only: not quantised or LoRA
+    wrappers, whose inner Linear is patched instead) through ``_transposed_linear``; restored on exit, so a model
+    shared with training or other code is left as it was. Decode steps get ~1.4x faster; logits differ from
+    ``F.linear`` only by float32 rounding (max |diff| 5e-5 at logit std 6, same argmax, on the 270M)."""
+    patched = []
+    if next(model.parameters()).device.type == "cpu":
+        for module in model.modules():
+            if type(module) is torch.nn.Linear and "forward" not in module.__dict__:
+                module.forward = types.MethodType(_transposed_linear, module)
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -121,7 +160,7 @@ class HFBackend(GenerationBackend):
                 yield i, []
         tokenized: dict[int, list[int]] = {}
         batch: _Batch | None = None
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_fast_linear(self.model):
             while queue or batch is not None:
                 take: list[tuple[int, int]] = []
                 try:
@@ -341,7 +380,8 @@ class HFBackend(GenerationBackend):
                 new_len = int(layer.cumulative_length) - lead
                 stored = layer.keys.shape[-2]
                 if stored > new_len:
-                    layer.keys, layer.values = layer.keys[:, :, stored - new_len:], layer.values[:, :, stored - new_len:]
+                    drop = stored - new_len
+                    layer.keys, layer.values = layer.keys[:, :, drop:], layer.values[:, :, drop:]
                 layer.cumulative_length = new_len
             else:
                 layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
