@@ -229,13 +229,13 @@ class CutAt(HFBackend):
 
 @pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-qwen3", "tiny-llama"])
 def test_continuous_batching_equals_model_generate(tiny_model, name):
-    """Greedy through a 3-slot batch with refills, merges of different lengths, compaction and (Gemma) the sliding
-    window, token for token equal to ``model.generate`` on each prompt alone."""
+    """Greedy through a 3-slot batch with refills, merges of different lengths, compaction, buffered cache appends
+    and (Gemma) the sliding window, token for token equal to ``model.generate`` on each prompt alone."""
     model, tokenizer, cfg = tiny_model(name)
     style = "chat" if tokenizer.chat_template else "completion"
     prompts = [build_prompt(t, style) for t in TASKS] + [build_prompt(TASKS[0], style, system_prompt="")]
-    lengths = [3, 41, 7, 25, 12, 50][: len(prompts)]
-    backend = CutAt(SamplingConfig(temperature=0.0, max_new_tokens=60, stop_at_fence=False), cfg, model=model,
+    lengths = [3, 90, 7, 25, 12, 50][: len(prompts)]  # 90 > the cache buffers' headroom: exercises regrowth
+    backend = CutAt(SamplingConfig(temperature=0.0, max_new_tokens=100, stop_at_fence=False), cfg, model=model,
                     tokenizer=tokenizer, capacity=3)
     backend.lengths = lengths
     backend._stop_mask[:] = False  # random weights may emit EOS; generate below ignores it too
