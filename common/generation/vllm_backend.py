@@ -70,7 +70,7 @@ class VLLMBackend(GenerationBackend):
             from vllm import LLM
             from vllm.lora.request import LoRARequest
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError("sampling.backend 'vllm' needs the vllm package (GPU); use backend 'hf' instead") from exc
+            raise RuntimeError("sampling.backend 'vllm' needs the vllm package (GPU); use backend 'hf'") from exc
         path, kwargs = _model_path(model_cfg)
         kwargs.update(dtype=model_cfg.dtype if model_cfg.dtype != "auto" else "auto",
                       gpu_memory_utilization=sampling.vllm_gpu_memory_utilization, seed=sampling.seed)
