@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -139,6 +140,9 @@ def write_manifest(folder: Path, config: PipelineConfig, stage: str, extra: dict
         "versions": library_versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # Identifies this write: `created` has one-second resolution, too coarse to tell a redone artifact from
+        # the one it replaced (the report decides whether it is up to date by its inputs' identities).
+        "uid": uuid.uuid4().hex,
         **(extra or {}),
     }
     path = folder / MANIFEST

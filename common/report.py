@@ -516,7 +516,8 @@ def run_report(config: PipelineConfig, run_dir: Path | str, force: bool = False)
     if not results:
         raise ArtifactError(f"report: no finished evaluation runs under {run.path('stage3', 'samples')} for this "
                             f"config; run `python -m common evaluate --run-dir {run.root}` first")
-    inputs = [[res.variant, res.run, res.manifest.get("fingerprint"), res.manifest.get("created")] for res in results]
+    inputs = [[res.variant, res.run, res.manifest.get("fingerprint"),
+               res.manifest.get("uid", res.manifest.get("created"))] for res in results]
     out = run.report
     manifest = read_manifest(out)
     if (not force and is_complete(out, config, "report") and manifest.get("inputs") == inputs

@@ -14,8 +14,8 @@ from common.report import (CURVES_PNG, METRICS_PNG, MI_PNG, PER_TASK_CSV, SUMMAR
                            compare_to_baseline, collect_runs, fmt_mean_std, mean_std, print_table, run_report)
 from tests.helpers import REPO
 
-PAPER_CSV = REPO.parent / "shared" / "reference" / "paper_results.csv"
-requires_paper_csv = pytest.mark.skipif(not PAPER_CSV.is_file(), reason=f"{PAPER_CSV} not found")
+PAPER_CSV = REPO / "common" / "resources" / "paper_results.csv"  # committed copy: fresh clones have no ../shared
+SHARED_PAPER_CSV = REPO.parent / "shared" / "reference" / "paper_results.csv"
 N_TASKS, N = 20, 4
 
 
@@ -113,7 +113,6 @@ def test_training_curves_drawn_when_logs_exist(populated):
     assert f"]({CURVES_PNG})" in (out / TABLES_MD).read_text()
 
 
-@requires_paper_csv
 def test_paper_numbers_side_by_side_for_the_same_model(populated):
     config, run = populated
     config.evaluation.reference_results = str(PAPER_CSV)
@@ -126,10 +125,9 @@ def test_paper_numbers_side_by_side_for_the_same_model(populated):
     assert "44.40 ± 0.55" in text  # the paper's 1B baseline pass@10 over its 5 runs
 
 
-@requires_paper_csv
 def test_paper_table_as_context_for_another_model(populated):
     config, run = populated
-    config.evaluation.reference_results = "../shared/reference/paper_results.csv"  # relative to the repo root
+    config.evaluation.reference_results = "common/resources/paper_results.csv"  # relative to the repo root
     text = (run_report(config, run.root) / TABLES_MD).read_text()
     assert "context only" in text
     for model in ("gemma-3-1b-it", "gemma-3-4b-it", "gemma-3-12b-it", "qwen3-4b-instruct-2507"):
@@ -164,3 +162,14 @@ def test_missing_and_stale_runs_are_left_out_with_a_note(populated):
     config.sampling.temperature = 0.6
     text = (run_report(config, run.root) / TABLES_MD).read_text()
     assert "baseline run 4: not evaluated" in text
+
+
+@pytest.mark.skipif(not SHARED_PAPER_CSV.is_file(), reason=f"{SHARED_PAPER_CSV} not found")
+def test_committed_paper_numbers_equal_the_shared_reference():
+    assert PAPER_CSV.read_bytes() == SHARED_PAPER_CSV.read_bytes()
+
+
+def test_presets_point_at_the_committed_paper_numbers():
+    for preset in ("paper", "demo"):
+        config = load_config(REPO / "configs" / f"{preset}.yaml")
+        assert (REPO / config.evaluation.reference_results).resolve() == PAPER_CSV.resolve(), preset
