@@ -104,6 +104,33 @@ def test_statuses_details_and_dict_conversion(box):
     assert all(r.status in sb.STATUSES for r in (ok, bad, err, syntax))
 
 
+def test_program_compiles_as_python_would_run_it(box):
+    """The harness module's `from __future__ import annotations` must not leak into the program: under `python`,
+    an annotation naming an undefined type raises NameError at `def` time, so such a program does not pass."""
+    undefined = run(box, "def f(x: List[int]) -> int:\n    return x\n", ["assert f(1) == 1"])
+    assert undefined.status == "error" and "NameError: name 'List' is not defined in code" == undefined.detail
+    evaluated = run(box, "def f(x: int) -> int:\n    return x\n", ["assert f.__annotations__['x'] is int"])
+    assert evaluated.passed, evaluated
+    future = run(box, "from __future__ import annotations\ndef f(x: List[int]):\n    return x\n", ["assert f(1) == 1"])
+    assert future.passed, future  # opting in still works
+
+
+def test_compile_errors_keep_their_stage_and_setup_runs_first(box):
+    code = run(box, "def f(x):\n    return x +\n")
+    assert code.status == "error" and code.detail.startswith("SyntaxError") and code.detail.endswith(" in code")
+    # setup runs (its output is kept) before the candidate's compile error is reported
+    after_setup = box.run_tests("def f(x) return x", ["assert f(1) == 1"], setup="print('set up')")
+    assert after_setup.status == "error" and after_setup.output == "set up\n", after_setup
+    setup = box.run_tests(ADD, ["assert f(1) == 2"], setup="BASE = (")
+    assert setup.status == "error" and setup.detail.endswith(" in setup"), setup
+    nul = run(box, "def f(x):\n    return x\0\n")
+    assert nul.status == "error" and nul.detail.endswith(" in code"), nul
+    # the same source compiled once per executor serves every copy (and stays correct when cached)
+    again = box.run_batch([{"code": ADD, "tests": ["assert f(1) == 2"]}] * 6 + [{"code": "def f(x) return x",
+                                                                                 "tests": ["assert f(1) == 2"]}] * 2)
+    assert [r.status for r in again] == ["passed"] * 6 + ["error"] * 2
+
+
 def test_unicode_and_broken_tests(box):
     r = run(box, "def f(s):\n    return s[::-1]\nprint('héllo ✓')\n", ["assert f('añb') == 'bña'"])
     assert r.passed and r.output == "héllo ✓\n", r
@@ -325,6 +352,19 @@ def f(x):
     time.sleep({linger})
     return x + 1
 """
+
+
+@pytest.mark.skipif(not Path("/proc/sys/kernel/sched_autogroup_enabled").is_file()
+                    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
+                    reason="kernel without scheduler autogroups")
+def test_candidate_shares_the_executors_autogroup_so_demotion_bites(box):
+    """Own process group, not own session: a session is its own autogroup, which gets an equal CPU share
+    whatever its nice value, so a demoted (nice 19) infinite loop would still take a core from the batch."""
+    box.run_tests("x = 1", [])  # make sure the executor runs
+    executor = Path(f"/proc/{box._hello['pid']}/autogroup").read_text().split()[0]
+    r = box.run_tests("import os\nprint(open('/proc/self/autogroup').read().split()[0], os.getpgid(0) == os.getpid())",
+                      [])
+    assert r.passed and r.output.split() == [executor, "True"], (r, executor)
 
 
 def test_setsid_grandchild_does_not_survive(box):

@@ -16,7 +16,7 @@ Isolation, set up once here and per child (see docs_sandbox.md for what each lay
 * child: ``clone(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID)``. It is pid 1 of a fresh pid namespace, so when it
   exits or is killed the kernel kills every process it started (setsid/fork grandchildren included) before it
   is reaped. It mounts a private tmpfs on /tmp (its working directory; freed with the namespace, even if the
-  executor crashes) and a fresh /proc showing only itself. Then setsid, rlimits (CPU = timeout, address
+  executor crashes) and a fresh /proc showing only itself. Then setpgid, rlimits (CPU = timeout, address
   space, processes, files), stdin = /dev/null, stdout/stderr = a pipe drained here with a cap.
 * fallback where namespaces are unavailable: the same child without namespaces, a host temp directory removed
   afterwards, and the zygote as child subreaper so orphans are found and killed ("rlimits+pgroup").
@@ -128,10 +128,12 @@ class Executor:
         timeout = float(spec.get("timeout", 5.0))
         job.cpu_limit = max(1, int(timeout + 0.999))
         job.workdir = f"/tmp/sandbox-{job.idx}" if self.ns else tempfile.mkdtemp(dir=self.root)
-        tests = [(t, _harness.compile_test(t)) for t in spec["tests"]]  # here, once, not in every child
+        # Compiled here, not in every child (tests once per task; see _harness.compile_program)
+        tests = [(t, _harness.compile_test(t)) for t in spec["tests"]]
+        code = _harness.compile_program(spec["code"], "<candidate>")
+        setup = _harness.compile_program(spec["setup"], "<setup>") if spec.get("setup") else None
         request = marshal.dumps(("spawn", job.idx, job.token, job.workdir, job.cpu_limit,
-                                 int(spec.get("memory_mb", 1024)) << 20, spec["code"], spec.get("setup") or "",
-                                 tests))
+                                 int(spec.get("memory_mb", 1024)) << 20, code, setup, tests))
         if len(request) > self.max_message:
             self.send(job, "error", f"program and tests too large for the sandbox ({len(request)} bytes)", 0.0, "")
             return
@@ -189,7 +191,7 @@ class Executor:
 
     def _demote(self, job: Job) -> None:
         try:
-            os.setpriority(os.PRIO_PGRP, job.pid, 19)  # the child called setsid(): its group id is its pid
+            os.setpriority(os.PRIO_PGRP, job.pid, 19)  # the child called setpgid(0, 0): its group id is its pid
             job.demoted = True
             self.demoted += 1
         except OSError:

@@ -9,6 +9,7 @@ longer forks, writes its pages without faults.
 Protocol over a SOCK_SEQPACKET socketpair, one marshal-ed tuple per message:
 
 * executor -> zygote: ("spawn", idx, token, workdir, cpu_limit, mem_bytes, code, setup, tests) with the
+  code, setup (None when empty) and tests already compiled by the executor (code objects), and
   write ends of the job's report and output pipes attached (SCM_RIGHTS).
 * zygote -> executor: ("pid", idx, pid) with a pidfd attached (the executor signals through it: no pid reuse
   race), later ("exit", idx, wait_status, cpu_seconds). A failed clone is ("exit", idx, -errno, 0.0).
@@ -147,7 +148,7 @@ class Zygote:
             finally:
                 os._exit(125)
         try:
-            _harness.run_program({"code": code, "setup": setup}, token, 3, tests)
+            _harness.run_program(code, setup, token, 3, tests)
         finally:
             os._exit(126)
 
