@@ -132,8 +132,8 @@ class Executor:
         tests = [(t, _harness.compile_test(t)) for t in spec["tests"]]
         code = _harness.compile_program(spec["code"], "<candidate>")
         setup = _harness.compile_program(spec["setup"], "<setup>") if spec.get("setup") else None
-        request = marshal.dumps(("spawn", job.idx, job.token, job.workdir, job.cpu_limit,
-                                 int(spec.get("memory_mb", 1024)) << 20, code, setup, tests))
+        request = job.idx.to_bytes(8, "little") + marshal.dumps(
+            (job.token, job.workdir, job.cpu_limit, int(spec.get("memory_mb", 1024)) << 20, code, setup, tests))
         if len(request) > self.max_message:
             self.send(job, "error", f"program and tests too large for the sandbox ({len(request)} bytes)", 0.0, "")
             return
