@@ -19,28 +19,31 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig, REPO_ROOT, save_config, to_dict
+from .config import PipelineConfig, REPO_ROOT, save_config
 
 MANIFEST = "manifest.json"
 _TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "radon", "vllm")
 
 # Which config sections determine each artifact: a change to any of them invalidates it (and its dependants).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    # `data:train` / `data:eval`: the part of `data` a stage reads (config.SECTION_VIEWS); only `prepare` writes
+    # both splits and depends on all of it.
     "mbpp": ("data",),
-    "candidates": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox"),
-    "pairs": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model"),
-    "dpo": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo"),
-    "selfgen": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling",
+    "candidates": ("data:train", "stage1", "stage1_sampling", "generator_model", "sandbox"),
+    "pairs": ("data:train", "stage1", "stage1_sampling", "generator_model", "sandbox", "model"),
+    "dpo": ("data:train", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo"),
+    "selfgen": ("data:train", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling",
                 "self_generation"),
-    "dpo_further": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling",
-                    "self_generation", "dpo_further"),
-    # Stage 3: one evaluation run = what its variant's adapter depends on + sampling. Not `evaluation`: changing
-    # `evaluation.runs` or `k` must keep finished runs valid (common/evaluation.py).
-    "eval_baseline": ("data", "sandbox", "model", "sampling"),
-    "eval_adapter": ("data", "sandbox", "model", "sampling"),
-    "eval_dpo": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling"),
-    "eval_dpo_further": ("data", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo", "sampling",
-                         "self_generation", "dpo_further"),
+    "dpo_further": ("data:train", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo",
+                    "sampling", "self_generation", "dpo_further"),
+    # Stage 3: one evaluation run = what its variant's adapter depends on + the test split + sampling. Not
+    # `evaluation`: changing `evaluation.runs` or `k` must keep finished runs valid (common/evaluation.py).
+    "eval_baseline": ("data:eval", "sandbox", "model", "sampling"),
+    "eval_adapter": ("data:eval", "sandbox", "model", "sampling"),
+    "eval_dpo": ("data:train", "data:eval", "stage1", "stage1_sampling", "generator_model", "sandbox", "model",
+                 "dpo", "sampling"),
+    "eval_dpo_further": ("data:train", "data:eval", "stage1", "stage1_sampling", "generator_model", "sandbox",
+                         "model", "dpo", "sampling", "self_generation", "dpo_further"),
     "report": ("model", "evaluation"),
 }
 
@@ -135,7 +138,7 @@ def write_manifest(folder: Path, config: PipelineConfig, stage: str, extra: dict
     manifest = {
         "stage": stage,
         "fingerprint": config.fingerprint(*sections),
-        "sections": {name: to_dict(getattr(config, name)) for name in sections},
+        "sections": {name: config.section(name) for name in sections},
         "run_name": config.run_name,
         "versions": library_versions(),
         "git_commit": git_commit(),
@@ -185,7 +188,7 @@ def require(folder: Path, config: PipelineConfig, stage: str, needed_by: str) ->
     if manifest.get("fingerprint") != expected:
         changed = [
             name for name in STAGE_SECTIONS.get(stage, ())
-            if manifest.get("sections", {}).get(name) != to_dict(getattr(config, name))
+            if manifest.get("sections", {}).get(name) != config.section(name)
         ]
         raise ArtifactError(
             f"{needed_by}: the {stage!r} artifact at {folder} was made by a different config "

@@ -85,6 +85,14 @@ class DataConfig:
     max_eval_tasks: int | None = _f(None, "Keep only the first N evaluation tasks (smoke/demo runs).")
 
 
+# Parts of a section a stage may depend on instead of the whole: stages 1-2 read only the training split and
+# evaluation only the test split, so resizing the evaluation (data.max_eval_tasks) keeps the trained adapters valid.
+SECTION_VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "data:train": ("data", ("source", "train_split", "max_train_tasks")),
+    "data:eval": ("data", ("source", "eval_split", "max_eval_tasks")),
+}
+
+
 @dataclass
 class SamplingConfig:
     backend: str = _f("hf", "Generation backend: 'hf' (transformers, batched), 'vllm' (GPU) or 'api'.")
@@ -202,12 +210,18 @@ class PipelineConfig:
     self_generation: SelfGenerationConfig = _f(help="Stage 2a.", factory=SelfGenerationConfig)
     evaluation: EvaluationConfig = _f(help="Stage 3.", factory=EvaluationConfig)
 
+    def section(self, name: str) -> Any:
+        """One config section as plain data; a name in ``SECTION_VIEWS`` (``data:train``) is part of a section."""
+        if name in SECTION_VIEWS:
+            base, fields = SECTION_VIEWS[name]
+            whole = to_dict(getattr(self, base))
+            return {field: whole[field] for field in fields}
+        return to_dict(getattr(self, name))
+
     def fingerprint(self, *sections: str) -> str:
         """Stable hash of the named sections (all when none): artifacts record it so a stage can refuse inputs
         made by a different config."""
-        data = to_dict(self)
-        if sections:
-            data = {name: data[name] for name in sections}
+        data = {name: self.section(name) for name in sections} if sections else to_dict(self)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -72,3 +72,15 @@ def test_fingerprint_tracks_only_the_named_sections():
     b = load_config(CONFIG_DIR / "smoke.yaml", ["evaluation.runs=3"])
     assert a.fingerprint("dpo", "data") == b.fingerprint("dpo", "data")
     assert a.fingerprint("evaluation") != b.fingerprint("evaluation")
+
+
+def test_train_and_eval_views_of_data_fingerprint_only_their_split():
+    base = load_config(CONFIG_DIR / "smoke.yaml")
+    eval_resized = load_config(CONFIG_DIR / "smoke.yaml", ["data.max_eval_tasks=3"])
+    train_resized = load_config(CONFIG_DIR / "smoke.yaml", ["data.max_train_tasks=5"])
+    assert base.fingerprint("data:train") == eval_resized.fingerprint("data:train")
+    assert base.fingerprint("data:eval") != eval_resized.fingerprint("data:eval")
+    assert base.fingerprint("data:eval") == train_resized.fingerprint("data:eval")
+    assert base.fingerprint("data:train") != train_resized.fingerprint("data:train")
+    assert base.fingerprint("data") != eval_resized.fingerprint("data")  # `prepare` writes both splits
+    assert base.section("data:eval") == {"source": "demo", "eval_split": "test", "max_eval_tasks": 4}

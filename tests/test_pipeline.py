@@ -55,6 +55,18 @@ def test_smoke_pipeline_through_the_cli(tmp_path):
                             str(run.root)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("up to date") + again.stdout.count("complete, skipping") >= 7  # nothing recomputed
+    # Resizing the evaluation re-prepares MBPP and re-evaluates, but keeps stages 1-2 (they read the train split)
+    adapter = read_manifest(run.dpo_adapter)
+    resized = subprocess.run([sys.executable, "-m", "common", "run", "--config", "configs/smoke.yaml", "--run-dir",
+                              str(run.root), "--set", "data.max_eval_tasks=3"], cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resized.returncode == 0, resized.stderr[-3000:]
+    for stage in ("candidates", "pairs", "self-generation"):
+        assert f"[{stage}] up to date" in resized.stdout, (stage, resized.stdout[-3000:])
+    assert resized.stdout.count("complete, skipping") == 2  # dpo and dpo-further
+    assert read_manifest(run.dpo_adapter)["uid"] == adapter["uid"]
+    assert "up to date" not in "".join(line for line in resized.stdout.splitlines() if "[evaluate]" in line)
+    assert "3 evaluation tasks" in (run.report / "tables.md").read_text()
 
 
 def test_notebooks_run_top_to_bottom_with_the_smoke_config(tmp_path):
