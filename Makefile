@@ -29,8 +29,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(OFFLINE) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
+# The embedded demo tasks, or real MBPP when MBPP_PATH names an mbpp.jsonl (same sizes: first 24 train/test tasks).
+DEMO_DATA = $(if $(MBPP_PATH),--set data.source=$(MBPP_PATH),)
+
 demo: $(STAMP)
-	$(OFFLINE) $(PYTHON) -m common run --config configs/demo.yaml --run-dir $(RUN_DIR)
+	$(OFFLINE) $(PYTHON) -m common run --config configs/demo.yaml --run-dir $(RUN_DIR) $(DEMO_DATA)
 
 # GPU box: the paper preset for one of the four paper models (needs the hub or a local model copy).
 reproduce: $(STAMP)

@@ -81,3 +81,13 @@ def test_notebooks_run_top_to_bottom_with_the_smoke_config(tmp_path):
         cells = json.loads(out.read_text())["cells"]
         assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
     _check_artifacts(run)
+
+
+def test_make_demo_uses_real_mbpp_when_mbpp_path_is_set(tmp_path):
+    """`make demo` runs on the embedded tasks, or on real MBPP when $MBPP_PATH is set (demo.yaml says `demo`)."""
+    env = {k: v for k, v in ENV.items() if k != "MBPP_PATH"}
+    plain = subprocess.run(["make", "-n", "demo"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    real = subprocess.run(["make", "-n", "demo"], cwd=REPO, env={**env, "MBPP_PATH": str(tmp_path / "mbpp.jsonl")},
+                          capture_output=True, text=True, check=True)
+    assert "--config configs/demo.yaml" in plain.stdout and "data.source" not in plain.stdout
+    assert f"--set data.source={tmp_path / 'mbpp.jsonl'}" in real.stdout
