@@ -3,7 +3,7 @@
 Every stage (candidate filtering, self-generation, evaluation) executes code we did not write. The reference
 notebooks ``exec``-ed it in the notebook process; here each candidate runs in its own forked child of a small
 executor process (``_executor.py``), inside fresh user/mount/pid namespaces with rlimits, and a pass is an
-authenticated report written after the last assert (``_harness.py``). See docs_sandbox.md for the threat model
+authenticated report written after the last assert (``_harness.py``). See docs/sandbox.md for the threat model
 and the measured throughput.
 
     >>> from common.sandbox import run_tests

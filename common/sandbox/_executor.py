@@ -7,7 +7,7 @@ pickle) because a sandboxed program that reached these pipes must not gain code 
 It compiles each job's tests (cached), hands the job to its zygote (``_zygote.py``, the only process that
 forks), drains the child's pipes, enforces the deadlines and writes the verdicts.
 
-Isolation, set up once here and per child (see docs_sandbox.md for what each layer stops):
+Isolation, set up once here and per child (see docs/sandbox.md for what each layer stops):
 
 * executor (and the zygote forked from it): its own mount namespace where every mount is read-only and nosuid,
   its own empty network namespace (shared by all children: no interface but a loopback they cannot bring up),

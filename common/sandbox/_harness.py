@@ -15,7 +15,7 @@ This module runs inside the forked, already-isolated child. Its job is to make "
   with a clear detail instead of passing. A candidate class that does not override those dunders (a plain
   record, an ``int`` subclass) still compares normally.
 
-Out of scope, documented in docs_sandbox.md: a candidate that deliberately digs the token out of this
+Out of scope, documented in docs/sandbox.md: a candidate that deliberately digs the token out of this
 process's memory (frames, gc) could forge a pass; a separate judge process would be needed to close that.
 """
 

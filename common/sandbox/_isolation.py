@@ -1,6 +1,6 @@
 """Isolation set-up for the executor: namespaces once per executor, a prepared plan per child, fallback helpers.
 
-What each layer stops is listed in docs_sandbox.md; the executor module docstring says where each runs.
+What each layer stops is listed in docs/sandbox.md; the executor module docstring says where each runs.
 """
 
 from __future__ import annotations
