@@ -18,7 +18,9 @@ import torch
 from common.config import SamplingConfig
 from common.generation import (Completion, SampleRequest, SamplingJobError, fence_cut, make_backend,
                                run_sampling_job, sample_seed, to_completion)
-from common.generation.hf import HFBackend, cpu_fast_linear, sample_top_p
+from common.generation.cpu_speedups import cpu_fast_linear
+from common.generation.hf import HFBackend
+from common.generation.nucleus import sample_top_p
 from common.generation.jobs import ROWS_FILE, load_job_rows
 from common.prompts import build_prompt, render_prompt
 

@@ -20,29 +20,29 @@ sequences decoded together. This loop therefore:
   fast as torch's ``linear`` for a few dozen rows (``cpu_fast_linear``; same product up to float32 rounding);
 * appends to the KV cache in place (buffers with headroom) instead of ``torch.cat``-ing it every step, and removes
   finished rows in groups (each removal copies the cache once).
+
+The top-p sampler lives in ``nucleus``, the two CPU speedups (buffered cache layers, ``cpu_fast_linear``) in
+``cpu_speedups``; this module is the decode loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
-import types
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from transformers.cache_utils import DynamicLayer as _DynamicLayer
-from transformers.cache_utils import DynamicSlidingWindowLayer as _DynamicSlidingWindowLayer
 
 from ..config import ModelConfig, SamplingConfig
 from ..prompts import Prompt, render_prompt, resolve_style
 from .base import (FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, fences_opened_by_prompt,
                    sample_seed, to_completion)
+from .cpu_speedups import BufferedLayer, BufferedSlidingLayer, buffered_layers, cpu_fast_linear
+from .nucleus import sample_top_p
 
-NUCLEUS_CANDIDATES = 64  # top-p is searched among this many tokens first (then 16x more, then by bisection)
 PREFILL_TOKENS = 4096  # padded prompt tokens per prefill forward (bounds the prefill's activation memory)
 CPU_DEFAULT_CAPACITY = 48  # sequences decoded together on CPU (measured: benchmarks/bench_generation.py)
 _CHAT_END_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
@@ -58,68 +58,6 @@ class _Row:
     reported: bool = False
 
 
-def _buffered_layers(cache: Any) -> None:
-    """Swap the cache's plain dynamic layers for buffered ones (see ``_Appender``); other layer kinds stay."""
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    for i, layer in enumerate(cache.layers):
-        if type(layer) is DynamicLayer:
-            cache.layers[i] = _BufferedLayer()
-        elif type(layer) is DynamicSlidingWindowLayer:
-            cache.layers[i] = _BufferedSlidingLayer(sliding_window=layer.sliding_window)
-
-
-class _Appender:
-    """Keys/values kept in a buffer with headroom, so a decode step writes one position instead of ``torch.cat``-ing
-    the whole cache (the cat was ~20 % of a CPU decode step at 48 rows). ``keys``/``values`` stay views of the
-    buffer; when anything else replaces them (our row removal, merges, compaction) the next update notices and
-    copies them into a fresh buffer."""
-
-    HEADROOM = 64
-
-    def _append(self, key_states: torch.Tensor, value_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        add = key_states.shape[-2]
-        current = self.keys if self.keys is not None and self.keys.dim() == 4 else None
-        if current is None or current is not getattr(self, "_view", None) or self._end + add > self._buf_k.shape[-2]:
-            n = current.shape[-2] if current is not None else 0
-            shape = list(key_states.shape)
-            shape[-2] = n + add + self.HEADROOM
-            self._buf_k, self._buf_v = key_states.new_empty(shape), value_states.new_empty(shape)
-            if n:
-                self._buf_k[:, :, :n] = current
-                self._buf_v[:, :, :n] = self.values
-            self._start, self._end = 0, n
-        self._buf_k[:, :, self._end:self._end + add] = key_states
-        self._buf_v[:, :, self._end:self._end + add] = value_states
-        full = (self._buf_k[:, :, self._start:self._end + add], self._buf_v[:, :, self._start:self._end + add])
-        self._end += add
-        return full
-
-    def _expose(self, start: int) -> None:
-        self._start = start
-        self.keys = self._view = self._buf_k[:, :, start:self._end]
-        self.values = self._buf_v[:, :, start:self._end]
-
-
-class _BufferedLayer(_Appender, _DynamicLayer):  # full attention: keeps everything
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        full = self._append(key_states, value_states)
-        self._expose(self._start)
-        return full
-
-
-class _BufferedSlidingLayer(_Appender, _DynamicSlidingWindowLayer):  # keeps the last sliding_window - 1
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        self.cumulative_length += key_states.shape[-2]
-        full = self._append(key_states, value_states)
-        self._expose(max(self._start, self._end - (self.sliding_window - 1)))
-        return full
-
-
 class _Batch:
     """The running batch: KV cache, 2D attention mask (left padding), next position and last token per row."""
 
@@ -133,42 +71,6 @@ class _Batch:
         """Rows still decoding. Finished rows stay (their outputs ignored) until enough have finished to make
         removing them worth a copy of the whole cache."""
         return sum(row.finish is None for row in self.rows)
-
-
-FAST_LINEAR_MAX_ROWS = 256  # above this many rows (prefill) torch's own linear is as fast
-
-
-def _transposed_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``F.linear`` computed as ``(W @ x^T)^T``: the same product, a different BLAS call. For the few rows of a
-    decode step torch's CPU ``linear`` runs at ~50 GFLOP/s on our 2-core machine while ``W @ x^T`` runs at ~100-120
-    (measured for every projection shape of Gemma-3 270M and its 262k lm_head at 10-48 rows)."""
-    rows = x.numel() // x.shape[-1]
-    if rows > FAST_LINEAR_MAX_ROWS or x.dtype != self.weight.dtype:
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-    # contiguous: attention kernels (SDPA flash on CPU) fall back to a slow path on transposed q/k/v
-    out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t().contiguous()
-    if self.bias is not None:
-        out = out + self.bias
-    return out.view(*x.shape[:-1], self.weight.shape[0])
-
-
-@contextlib.contextmanager
-def cpu_fast_linear(model: Any) -> Iterator[None]:
-    """While sampling on CPU, route the model's ``nn.Linear`` layers (exact classes only: not quantised or LoRA
-    wrappers, whose inner Linear is patched instead) through ``_transposed_linear``; restored on exit, so a model
-    shared with training or other code is left as it was. Decode steps get ~1.4x faster; logits differ from
-    ``F.linear`` only by float32 rounding (max |diff| 5e-5 at logit std 6, same argmax, on the 270M)."""
-    patched = []
-    if next(model.parameters()).device.type == "cpu":
-        for module in model.modules():
-            if type(module) is torch.nn.Linear and "forward" not in module.__dict__:
-                module.forward = types.MethodType(_transposed_linear, module)
-                patched.append(module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -275,7 +177,7 @@ class HFBackend(GenerationBackend):
         if self._can_merge is None:
             from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-            kinds = (DynamicLayer, DynamicSlidingWindowLayer, _BufferedLayer, _BufferedSlidingLayer)
+            kinds = (DynamicLayer, DynamicSlidingWindowLayer, BufferedLayer, BufferedSlidingLayer)
             self._can_merge = all(type(layer) in kinds for layer in batch.cache.layers)
         return self._can_merge
 
@@ -324,7 +226,7 @@ class HFBackend(GenerationBackend):
         ids, mask = ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        _buffered_layers(cache)
+        buffered_layers(cache)
         start = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
@@ -487,73 +389,6 @@ class HFBackend(GenerationBackend):
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers shared with the benchmark and tests
-
-
-def sample_top_p(logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor) -> torch.Tensor:
-    """Exact nucleus sampling by inverse CDF with one uniform per row.
-
-    Keeps the most likely tokens until their mass reaches ``top_p`` (the same set as transformers' TopPLogitsWarper:
-    a token stays when the mass of strictly more likely tokens is below top_p), renormalises and picks the token
-    where the row's uniform falls. A full sort of 262k probabilities per row per step costs more than the model's
-    forward pass on a CPU, so the nucleus is looked for among the top 64, then the top 1024 tokens (ordered by
-    probability); rows with a larger nucleus (flat distributions: random tiny models, rambling text) find its
-    boundary by bisection on the probability threshold instead (``_wide_nucleus``) and are sampled in vocabulary
-    order. Both give exactly the nucleus distribution.
-    """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    vocab = probs.shape[-1]
-    if top_p >= 1.0:
-        return _inverse_cdf(probs, uniforms)
-    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    rows = torch.arange(probs.shape[0], device=probs.device)
-    for k in (NUCLEUS_CANDIDATES, NUCLEUS_CANDIDATES * 16):
-        if not rows.numel() or k >= vocab:
-            break
-        values, indices = probs[rows].topk(k, dim=-1)
-        covered = values.sum(-1) >= top_p
-        if covered.any():
-            tokens[rows[covered]] = _pick(values[covered], indices[covered], top_p, uniforms[rows[covered]])
-        rows = rows[~covered]
-    if rows.numel():
-        wide = probs[rows]
-        tokens[rows] = _inverse_cdf(wide * _wide_nucleus(wide, top_p), uniforms[rows])
-    return tokens
-
-
-def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    cdf = weights.cumsum(-1)
-    pick = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1).contiguous(), right=True)
-    return pick.clamp(max=weights.shape[-1] - 1).squeeze(-1)
-
-
-def _wide_nucleus(probs: torch.Tensor, top_p: float, iterations: int = 24) -> torch.Tensor:
-    """The top-p set as a 0/1 mask without sorting: bisect the threshold t with mass(p >= lo) >= top_p >
-    mass(p >= hi), then settle the few probabilities left inside [lo, hi) by sorting just those."""
-    lo = torch.zeros(probs.shape[0], 1, dtype=probs.dtype, device=probs.device)
-    hi = probs.max(-1, keepdim=True).values * 2
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        enough = (probs * (probs >= mid)).sum(-1, keepdim=True) >= top_p
-        lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
-    keep = probs >= hi
-    base = (probs * keep).sum(-1).tolist()
-    window = (probs >= lo) & ~keep
-    for r in range(probs.shape[0]):
-        index = window[r].nonzero().flatten()
-        values, order = probs[r, index].sort(descending=True)
-        mass = base[r]
-        for value, token in zip(values.tolist(), index[order].tolist()):
-            if mass >= top_p:
-                break
-            keep[r, token] = True
-            mass += value
-    return keep.to(probs.dtype)
-
-
-def _pick(values: torch.Tensor, indices: torch.Tensor, top_p: float, uniforms: torch.Tensor) -> torch.Tensor:
-    cum = values.cumsum(-1)
-    kept = torch.where((cum - values) < top_p, values, torch.zeros_like(values))
-    return indices.gather(-1, _inverse_cdf(kept, uniforms).unsqueeze(-1)).squeeze(-1)
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
