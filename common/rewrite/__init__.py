@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 
 from . import control, docs, functions, loops, statements  # noqa: F401  (register the transforms)
-from ._ast_utils import emit, normalise_source, parse_source, parse_with_comments
+from ._ast_source import emit, normalise_source, parse_source, parse_with_comments
 from .base import TRANSFORMS, Context, Transform, register
 
 __all__ = ["TRANSFORMS", "Context", "Transform", "Variant", "generate_variants", "apply_transforms", "emit",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ast
 
-from ._ast_utils import blocks, is_boolean, negate, real, rebinds, terminates
+from ._ast_names import rebinds
+from ._ast_source import real
+from ._ast_utils import blocks, is_boolean, negate, terminates
 from .base import Context, Site, site_transform
 
 _MAX_CHAIN = 3  # at most this many branches folded into one conditional expression

@@ -2,7 +2,7 @@
 lines as comments, and the comment share enters MI through ``50 * sin(sqrt(2.4 * percent))``; a one-line
 docstring is *not* counted as a comment (it only adds a logical line, so it lowers MI a little).
 
-Comments are carried as markers (see ``_ast_utils``) and written as ``#`` lines by ``emit``.
+Comments are carried as markers (see ``_ast_source``) and written as ``#`` lines by ``emit``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import ast
 import re
 import textwrap
 
-from ._ast_utils import (blocks, body_start, clean_comment, clone, comment_marker, docstring_node, functions,
-                         is_marker, params_of, real, strip_markers)
+from ._ast_names import params_of
+from ._ast_source import clean_comment, clone, comment_marker, is_marker, real, strip_markers
+from ._ast_utils import blocks, body_start, docstring_node, functions
 from .base import Context, Site, register, site_transform
 
 _TASK_PREFIX = re.compile(

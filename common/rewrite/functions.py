@@ -9,10 +9,11 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from ._ast_utils import (BUILTIN_NAMES, COMPREHENSIONS, blocks, body_start, bound_in, clone, count_name,
-                         declared_global, expr_ok, fresh_name, function_locals, has_any, has_nested_scope,
-                         identifiers, is_dynamic, is_marker, is_pure, own_scope_nodes, params_of, real, rebinds,
-                         target_names, variable_names)
+from ._ast_names import (BUILTIN_NAMES, COMPREHENSIONS, bound_in, count_name, declared_global, expr_ok, fresh_name,
+                         function_locals, has_any, has_nested_scope, identifiers, is_dynamic, is_pure,
+                         own_scope_nodes, params_of, rebinds, target_names, variable_names)
+from ._ast_source import clone, is_marker, real
+from ._ast_utils import blocks, body_start
 from .base import Context, Site, site_transform
 from .statements import suggest_name
 

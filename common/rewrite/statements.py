@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ast
 
-from ._ast_utils import (BUILTIN_NAMES, blocks, count_name, declared_global, eager_paths, expr_ok, fresh_name,
-                         function_locals, has_nested_scope, identifiers, is_boolean, is_dynamic, is_pure, negate,
-                         own_scope_nodes, params_of, rebinds, replace_child, same, statement_expression)
+from ._ast_names import (BUILTIN_NAMES, count_name, declared_global, expr_ok, fresh_name, function_locals,
+                         has_nested_scope, identifiers, is_dynamic, is_pure, own_scope_nodes, params_of, rebinds,
+                         same)
+from ._ast_utils import blocks, eager_paths, is_boolean, negate, replace_child, statement_expression
 from .base import Context, Site, site_transform
 
 _SCALAR_TYPES = (int, float, complex, str, bytes, bool, type(None))
