@@ -16,25 +16,15 @@ COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def identifiers(node: ast.AST) -> set[str]:
-    """Every identifier that appears in ``node`` (names, parameters, definitions, imports, attributes, keywords)."""
-    names: set[str] = set()
+    """Every identifier that appears in ``node``: the variables ``variable_names`` finds (names, parameters,
+    definitions, imports, handlers) plus attributes, keyword-argument names and match captures - none of which a
+    fresh name may shadow either."""
+    names = variable_names(node)
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Name):
-            names.add(sub.id)
-        elif isinstance(sub, ast.arg):
-            names.add(sub.arg)
-        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(sub.name)
-        elif isinstance(sub, ast.alias):
-            names.add((sub.asname or sub.name).split(".")[0])
-        elif isinstance(sub, (ast.Global, ast.Nonlocal)):
-            names.update(sub.names)
-        elif isinstance(sub, ast.Attribute):
+        if isinstance(sub, ast.Attribute):
             names.add(sub.attr)
         elif isinstance(sub, ast.keyword) and sub.arg:
             names.add(sub.arg)
-        elif isinstance(sub, ast.ExceptHandler) and sub.name:
-            names.add(sub.name)
         elif isinstance(sub, (ast.MatchAs, ast.MatchStar)) and sub.name:
             names.add(sub.name)
         elif isinstance(sub, ast.MatchMapping) and sub.rest:
