@@ -228,6 +228,21 @@ _compiled_tests: dict = {}
 _compiled_programs: dict = {}
 
 
+def _compiled(cache: dict, key, limit: int, build):
+    """``build()`` (a code object) or, when it raises, why (a str); remembered in ``cache``, which is emptied
+    once it holds more than ``limit`` entries."""
+    hit = cache.get(key)
+    if hit is None:
+        try:
+            hit = build()
+        except _BaseException as e:  # noqa: BLE001
+            hit = _describe(e)
+        if _len(cache) > limit:
+            cache.clear()
+        cache[key] = hit
+    return hit
+
+
 def compile_program(source: str, filename: str):
     """Compile the candidate (``<candidate>``) or its setup (``<setup>``) in the executor, before forking.
 
@@ -236,37 +251,22 @@ def compile_program(source: str, filename: str):
     code object, or (a str) the error the child reports when it reaches that stage (setup still runs first).
     ``dont_inherit``: this module's ``from __future__ import annotations`` must not leak into the program (it
     would let ``def f(x: List[int])`` without ``import List`` pass, where ``python`` raises NameError).
+    Cached up to 2,000 entries: samples are mostly distinct, so the cache serves duplicates only.
     """
-    key = (source, filename)
-    hit = _compiled_programs.get(key)
-    if hit is None:
-        try:
-            hit = _compile(source, filename, "exec", dont_inherit=True, optimize=0)
-        except _BaseException as e:  # noqa: BLE001
-            hit = _describe(e)
-        if _len(_compiled_programs) > 2_000:  # mostly distinct samples: the cache serves duplicates only
-            _compiled_programs.clear()
-        _compiled_programs[key] = hit
-    return hit
+    return _compiled(_compiled_programs, (source, filename), 2_000,
+                     lambda: _compile(source, filename, "exec", dont_inherit=True, optimize=0))
 
 
 def compile_test(source: str):
     """Rewrite and compile one test; cached because the same asserts are run for every sample of a task.
 
     Called in the executor before forking: the child inherits the code object instead of paying for ast work.
-    Returns the code object, or (a str) why it does not compile: a broken test is the dataset's fault.
+    Returns the code object, or (a str) why it does not compile: a broken test is the dataset's fault. The cache
+    holds up to 20,000 tests (~7 times all of MBPP), which keeps the executor small. ``optimize=0``: asserts
+    survive even a caller running -O.
     """
-    hit = _compiled_tests.get(source)
-    if hit is None:
-        try:
-            tree = _rewrite(ast.parse(source, "<test>"), CMP_NAME, TRUTH_NAME)
-            hit = _compile(tree, "<test>", "exec", dont_inherit=True, optimize=0)  # asserts survive even -O
-        except _BaseException as e:  # noqa: BLE001
-            hit = _describe(e)
-        if _len(_compiled_tests) > 20_000:  # ~7 times all of MBPP; keeps the executor (forked per job) small
-            _compiled_tests.clear()
-        _compiled_tests[source] = hit
-    return hit
+    return _compiled(_compiled_tests, source, 20_000, lambda: _compile(
+        _rewrite(ast.parse(source, "<test>"), CMP_NAME, TRUTH_NAME), "<test>", "exec", dont_inherit=True, optimize=0))
 
 
 def _describe(exc) -> str:
@@ -302,14 +302,12 @@ def run_program(code, setup, token: bytes, report_fd: int, tests: list) -> None:
     stage, current = "setup", ""
     if status == "passed":
         try:
-            if setup is not None:
-                if _type(setup) is _str:
-                    raise _NotCompiled(setup)
-                _exec(setup, namespace)
-            stage = "code"
-            if _type(code) is _str:
-                raise _NotCompiled(code)
-            _exec(code, namespace)
+            for stage, program in (("setup", setup), ("code", code)):
+                if program is None:
+                    continue
+                if _type(program) is _str:
+                    raise _NotCompiled(program)
+                _exec(program, namespace)
             stage = "test"
             for current, compiled in tests:
                 namespace[CMP_NAME], namespace[TRUTH_NAME] = _cmp, _truth
