@@ -36,16 +36,17 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
                 "self_generation"),
     "dpo_further": ("data:train", "stage1", "stage1_sampling", "generator_model", "sandbox", "model", "dpo",
                     "sampling", "self_generation", "dpo_further"),
-    # Stage 3: one evaluation run = what its variant's adapter depends on + the test split + sampling. Not
-    # `evaluation`: changing `evaluation.runs` or `k` must keep finished runs valid (common/evaluation.py).
-    "eval_baseline": ("data:eval", "sandbox", "model", "sampling"),
-    "eval_adapter": ("data:eval", "sandbox", "model", "sampling"),
-    "eval_dpo": ("data:train", "data:eval", "stage1", "stage1_sampling", "generator_model", "sandbox", "model",
-                 "dpo", "sampling"),
-    "eval_dpo_further": ("data:train", "data:eval", "stage1", "stage1_sampling", "generator_model", "sandbox",
-                         "model", "dpo", "sampling", "self_generation", "dpo_further"),
     "report": ("model", "evaluation"),
 }
+# Stage 3: one evaluation run = what its variant's adapter depends on + what sampling and judging the test split
+# depend on. Not `evaluation`: changing `evaluation.runs` or `k` must keep finished runs valid (common/evaluation.py).
+_EVALUATION_INPUTS = ("data:eval", "sandbox", "model", "sampling")
+STAGE_SECTIONS.update({
+    "eval_baseline": _EVALUATION_INPUTS,
+    "eval_adapter": _EVALUATION_INPUTS,
+    "eval_dpo": tuple(dict.fromkeys(STAGE_SECTIONS["dpo"] + _EVALUATION_INPUTS)),
+    "eval_dpo_further": tuple(dict.fromkeys(STAGE_SECTIONS["dpo_further"] + _EVALUATION_INPUTS)),
+})
 
 
 # stage name -> the CLI command that produces it (for error messages that say what to run).
