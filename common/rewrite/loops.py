@@ -12,6 +12,7 @@ Safety rules (every rewrite below checks them):
 from __future__ import annotations
 
 import ast
+from typing import Iterator
 
 from ._ast_names import (COMPREHENSIONS, builtins_free, count_name, declared_global, expr_ok, fresh_name, identifiers,
                          params_of, target_names)
@@ -106,6 +107,17 @@ def _loop_blocks(tree: ast.Module) -> list[Block]:
     return [b for b in blocks(tree) if b.func is not None and not b.in_try]
 
 
+def _single_statement_loops(
+        tree: ast.Module) -> Iterator[tuple[Block, int, ast.For, list[ast.comprehension], ast.stmt]]:
+    """(block, index, loop, clauses, stmt) for each loop nest whose innermost body is the one statement ``stmt``:
+    the shape the accumulator folds (``loop_to_comprehension``, ``loop_to_sum``) turn into one expression."""
+    for block in _loop_blocks(tree):
+        for k, loop in enumerate(block.body):
+            nest = _loop_nest(loop)
+            if nest is not None and len(nest[1]) == 1:
+                yield block, k, loop, nest[0], nest[1][0]
+
+
 def _build_loops(gens: list[ast.comprehension], innermost: list[ast.stmt]) -> ast.For:
     """Nested for/if statements equivalent to comprehension clauses ``gens`` around ``innermost``."""
     body = innermost
@@ -147,34 +159,29 @@ def _append_target(stmt: ast.stmt) -> tuple[str, str, list[ast.expr]] | None:
 def loop_to_comprehension(tree: ast.Module, ctx: Context) -> list[Site]:
     """``acc = []`` + ``for x in xs: [if c:] acc.append(e)`` -> ``acc = [e for x in xs if c]`` (also set/dict)."""
     sites: list[Site] = []
-    for block in _loop_blocks(tree):
+    for block, k, loop, gens, stmt in _single_statement_loops(tree):
         body = block.body
-        for k, loop in enumerate(body):
-            nest = _loop_nest(loop)
-            if nest is None or len(nest[1]) != 1:
-                continue
-            gens, (stmt,) = nest
-            found = _append_target(stmt)
-            if found is None:
-                continue
-            acc, kind, elements = found
-            j = _init_before(body, k, acc)
-            if j is None or _empty_container(body[j].value, tree) != kind:
-                continue
-            parts = _gen_parts(gens) + elements
-            if not expr_ok(*parts) or not _accumulator_ok(block.func, acc, parts):
-                continue
-            if not names_private(block.func, loop, _gen_targets(gens)):
-                continue
+        found = _append_target(stmt)
+        if found is None:
+            continue
+        acc, kind, elements = found
+        j = _init_before(body, k, acc)
+        if j is None or _empty_container(body[j].value, tree) != kind:
+            continue
+        parts = _gen_parts(gens) + elements
+        if not expr_ok(*parts) or not _accumulator_ok(block.func, acc, parts):
+            continue
+        if not names_private(block.func, loop, _gen_targets(gens)):
+            continue
 
-            def apply(body=body, j=j, k=k, gens=gens, elements=elements, kind=kind, acc=acc):
-                if kind == "dict":
-                    comp: ast.expr = ast.DictComp(key=elements[0], value=elements[1], generators=gens)
-                else:
-                    comp = _EMPTY_KIND[kind][1](elt=elements[0], generators=gens)
-                body[k] = ast.Assign(targets=[ast.Name(id=acc, ctx=ast.Store())], value=comp)
-                del body[j]
-            sites.append(apply)
+        def apply(body=body, j=j, k=k, gens=gens, elements=elements, kind=kind, acc=acc):
+            if kind == "dict":
+                comp: ast.expr = ast.DictComp(key=elements[0], value=elements[1], generators=gens)
+            else:
+                comp = _EMPTY_KIND[kind][1](elt=elements[0], generators=gens)
+            body[k] = ast.Assign(targets=[ast.Name(id=acc, ctx=ast.Store())], value=comp)
+            del body[j]
+        sites.append(apply)
     return sites
 
 
@@ -266,39 +273,34 @@ def loop_to_sum(tree: ast.Module, ctx: Context) -> list[Site]:
     if not builtins_free(tree, "sum"):
         return []
     sites: list[Site] = []
-    for block in _loop_blocks(tree):
+    for block, k, loop, gens, stmt in _single_statement_loops(tree):
         body = block.body
-        for k, loop in enumerate(body):
-            nest = _loop_nest(loop)
-            if nest is None or len(nest[1]) != 1:
-                continue
-            gens, (stmt,) = nest
-            if isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and isinstance(stmt.target, ast.Name):
-                acc, element = stmt.target.id, stmt.value
-            elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
-                    and isinstance(stmt.value, ast.BinOp) and isinstance(stmt.value.op, ast.Add) \
-                    and isinstance(stmt.value.left, ast.Name) and stmt.value.left.id == stmt.targets[0].id:
-                acc, element = stmt.targets[0].id, stmt.value.right
-            else:
-                continue
-            j = _init_before(body, k, acc)
-            if j is None or not _numeric_constant(body[j].value):
-                continue
-            parts = _gen_parts(gens) + [element]
-            if not expr_ok(*parts) or not _accumulator_ok(block.func, acc, parts):
-                continue
-            if not names_private(block.func, loop, _gen_targets(gens)):
-                continue
+        if isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and isinstance(stmt.target, ast.Name):
+            acc, element = stmt.target.id, stmt.value
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
+                and isinstance(stmt.value, ast.BinOp) and isinstance(stmt.value.op, ast.Add) \
+                and isinstance(stmt.value.left, ast.Name) and stmt.value.left.id == stmt.targets[0].id:
+            acc, element = stmt.targets[0].id, stmt.value.right
+        else:
+            continue
+        j = _init_before(body, k, acc)
+        if j is None or not _numeric_constant(body[j].value):
+            continue
+        parts = _gen_parts(gens) + [element]
+        if not expr_ok(*parts) or not _accumulator_ok(block.func, acc, parts):
+            continue
+        if not names_private(block.func, loop, _gen_targets(gens)):
+            continue
 
-            def apply(body=body, j=j, k=k, gens=gens, element=element, acc=acc):
-                start = body[j].value
-                args: list[ast.expr] = [ast.GeneratorExp(elt=element, generators=gens)]
-                if not (start.value == 0 and type(start.value) is int):
-                    args.append(start)
-                call = ast.Call(func=ast.Name(id="sum", ctx=ast.Load()), args=args, keywords=[])
-                body[k] = ast.Assign(targets=[ast.Name(id=acc, ctx=ast.Store())], value=call)
-                del body[j]
-            sites.append(apply)
+        def apply(body=body, j=j, k=k, gens=gens, element=element, acc=acc):
+            start = body[j].value
+            args: list[ast.expr] = [ast.GeneratorExp(elt=element, generators=gens)]
+            if not (start.value == 0 and type(start.value) is int):
+                args.append(start)
+            call = ast.Call(func=ast.Name(id="sum", ctx=ast.Load()), args=args, keywords=[])
+            body[k] = ast.Assign(targets=[ast.Name(id=acc, ctx=ast.Store())], value=call)
+            del body[j]
+        sites.append(apply)
     return sites
 
 

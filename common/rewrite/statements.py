@@ -8,11 +8,12 @@ evaluated before it is a plain name or constant, and it is not in a short-circui
 from __future__ import annotations
 
 import ast
+from typing import Iterator
 
 from ._ast_names import (BUILTIN_NAMES, count_name, declared_global, expr_ok, fresh_name, function_locals,
                          has_nested_scope, identifiers, is_dynamic, is_pure, own_scope_nodes, params_of, rebinds,
                          same)
-from ._ast_utils import blocks, eager_paths, is_boolean, negate, replace_child, statement_expression
+from ._ast_utils import Block, blocks, eager_paths, is_boolean, negate, replace_child, statement_expression
 from .base import Context, Site, site_transform
 
 _SCALAR_TYPES = (int, float, complex, str, bytes, bool, type(None))
@@ -59,17 +60,22 @@ def _simple_function(fn: ast.FunctionDef | None) -> bool:
     return fn is not None and not has_nested_scope(fn) and not is_dynamic(fn)
 
 
-@site_transform("augassign_to_assign")
-def augassign_to_assign(tree: ast.Module, ctx: Context) -> list[Site]:
-    """``x += e`` -> ``x = x + e`` for a local that always holds a number or string."""
-    sites: list[Site] = []
+def _blocks_with_immutable_locals(tree: ast.Module) -> Iterator[tuple[Block, set[str]]]:
+    """Each block whose function has locals that always hold a number or string, with those names (computed once
+    per function): where ``x += e`` and ``x = x + e`` mean the same."""
     memo: dict[int, set[str]] = {}
     for block in blocks(tree):
         if id(block.func) not in memo:
             memo[id(block.func)] = immutable_locals(block.func, tree) if _simple_function(block.func) else set()
-        safe = memo[id(block.func)]
-        if not safe:
-            continue
+        if memo[id(block.func)]:
+            yield block, memo[id(block.func)]
+
+
+@site_transform("augassign_to_assign")
+def augassign_to_assign(tree: ast.Module, ctx: Context) -> list[Site]:
+    """``x += e`` -> ``x = x + e`` for a local that always holds a number or string."""
+    sites: list[Site] = []
+    for block, safe in _blocks_with_immutable_locals(tree):
         for i, stmt in enumerate(block.body):
             if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id in safe:
                 def apply(body=block.body, i=i, stmt=stmt):
@@ -84,13 +90,7 @@ def augassign_to_assign(tree: ast.Module, ctx: Context) -> list[Site]:
 def assign_to_augassign(tree: ast.Module, ctx: Context) -> list[Site]:
     """``x = x + e`` -> ``x += e`` for a local that always holds a number or string."""
     sites: list[Site] = []
-    memo: dict[int, set[str]] = {}
-    for block in blocks(tree):
-        if id(block.func) not in memo:
-            memo[id(block.func)] = immutable_locals(block.func, tree) if _simple_function(block.func) else set()
-        safe = memo[id(block.func)]
-        if not safe:
-            continue
+    for block, safe in _blocks_with_immutable_locals(tree):
         for i, stmt in enumerate(block.body):
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
                     and stmt.targets[0].id in safe and isinstance(stmt.value, ast.BinOp) \
