@@ -89,7 +89,7 @@ class Zygote:
             self.send(("exit", idx, -e.errno, 0.0))
             return
         if pid == 0:
-            self.child(*marshal.loads(memoryview(data)[8:]), rep_w, out_w)  # never returns
+            self.child(data, rep_w, out_w)  # never returns
         os.close(rep_w)
         os.close(out_w)
         pidfd = os.pidfd_open(pid)
@@ -133,8 +133,10 @@ class Zygote:
                     pass
             time.sleep(0.001)
 
-    def child(self, token, workdir, cpu_limit, mem, code, setup, tests, rep_w, out_w) -> None:
-        try:
+    def child(self, data, rep_w, out_w) -> None:
+        token = b""
+        try:  # everything that can fail ends here, in os._exit: never back into a copy of the zygote's loop
+            token, workdir, cpu_limit, mem, code, setup, tests = marshal.loads(memoryview(data)[8:])
             self.plan.isolate(workdir)
             limits = [(resource.RLIMIT_CPU, cpu_limit), (resource.RLIMIT_AS, mem),
                       (resource.RLIMIT_NOFILE, NOFILE_LIMIT), (resource.RLIMIT_NPROC, self.nproc)]
