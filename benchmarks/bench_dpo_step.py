@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common.config import DPOTrainingConfig, load_model_config  # noqa: E402
-from common.data import load_mbpp  # noqa: E402
-from common.mi import maintainability_index  # noqa: E402
-from common.prompts import build_prompt, completion_target, render_prompt  # noqa: E402
+from common.tasks.mbpp import load_mbpp  # noqa: E402
+from common.signals.mi import maintainability_index  # noqa: E402
+from common.prompting.templates import build_prompt, completion_target, render_prompt  # noqa: E402
 
 DEFAULT_MBPP = REPO.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 
@@ -93,9 +93,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from common.models import load_tokenizer
-    from common.prompts import resolve_style
-    from common.training import train_dpo
+    from common.models.loading import load_tokenizer
+    from common.prompting.templates import resolve_style
+    from common.training.dpo import train_dpo
 
     model_cfg = load_model_config(args.model)
     tokenizer = load_tokenizer(model_cfg)

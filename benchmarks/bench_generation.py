@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from common.config import SamplingConfig, load_model_config  # noqa: E402
-from common.data import load_mbpp  # noqa: E402
-from common.prompts import completion_prompt  # noqa: E402
+from common.tasks.mbpp import load_mbpp  # noqa: E402
+from common.prompting.templates import completion_prompt  # noqa: E402
 
 
 def reference_generate(model, tokenizer, prompts, n, args) -> tuple[int, int, float]:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from common.generation.hf import HFBackend
-    from common.models import load_model
+    from common.models.loading import load_model
 
     tasks = list(load_mbpp("test", source=args.mbpp))
     start = time.perf_counter()

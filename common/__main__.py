@@ -1,3 +1,3 @@
-from .cli import main
+from common.cli import main
 
 raise SystemExit(main())

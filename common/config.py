@@ -9,8 +9,6 @@ ignored typo in a hyper-parameter is the worst kind of irreproducibility.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RESOURCE_DIR = REPO_ROOT / "common" / "resources"  # data files shipped with the package (common/resources/README.md)
 CONFIG_DIR = REPO_ROOT / "configs"
 MODEL_CONFIG_DIR = CONFIG_DIR / "models"
 
@@ -83,14 +82,6 @@ class DataConfig:
     eval_split: str = _f("test", "Split used for evaluation (paper: test, 500 tasks).")
     max_train_tasks: int | None = _f(None, "Keep only the first N training tasks (smoke/demo runs).")
     max_eval_tasks: int | None = _f(None, "Keep only the first N evaluation tasks (smoke/demo runs).")
-
-
-# Parts of a section a stage may depend on instead of the whole: stages 1-2 read only the training split and
-# evaluation only the test split, so resizing the evaluation (data.max_eval_tasks) keeps the trained adapters valid.
-SECTION_VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "data:train": ("data", ("source", "train_split", "max_train_tasks")),
-    "data:eval": ("data", ("source", "eval_split", "max_eval_tasks")),
-}
 
 
 @dataclass
@@ -185,17 +176,25 @@ class SelfGenerationConfig:
 
 @dataclass
 class EvaluationConfig:
-    variants: list[str] = _f(help="Which models to evaluate: baseline, dpo, dpo-further, or an adapter path.",
-                             factory=lambda: ["baseline", "dpo", "dpo-further"])
+    variants: list[str] = _f(
+        help="Models to evaluate: 'baseline', adapter stages of the recipe (dpo, dpo-further) or PEFT adapter "
+             "folders; empty: the baseline and every adapter stage of the recipe.", factory=list)
     runs: int = _f(5, "Independent sampling runs per variant (paper: 5).")
     k: list[int] = _f(help="pass@k values to report (k <= num_samples).", factory=lambda: [1, 10])
     reference_results: str | None = _f(None, "CSV of reference numbers (paper_results.csv format) to compare with.")
     reference_model: str | None = _f(None, "Model name to pick from reference_results (default: model.name).")
 
 
+# The paper's stage graph (prepare -> candidates -> pairs -> dpo -> self-generation -> dpo-further -> evaluate ->
+# report); each name is a stage declared in common/pipeline/stages.py.
+PAPER_RECIPE = ("prepare", "candidates", "pairs", "dpo", "self-generation", "dpo-further", "evaluate", "report")
+
+
 @dataclass
 class PipelineConfig:
     run_name: str = _f("default", "Name of the run (also the default run directory under runs/).")
+    recipe: list[str] = _f(help="Stages to run, in order (`python -m common stages` lists them); default: the paper's.",
+                           factory=lambda: list(PAPER_RECIPE))
     model: ModelConfig = _f(help="The model being aligned.", factory=ModelConfig)
     data: DataConfig = _f(help="MBPP source and task limits.", factory=DataConfig)
     sampling: SamplingConfig = _f(help="Sampling for self-generation and evaluation.", factory=SamplingConfig)
@@ -209,21 +208,6 @@ class PipelineConfig:
                                         factory=DPOTrainingConfig)
     self_generation: SelfGenerationConfig = _f(help="Stage 2a.", factory=SelfGenerationConfig)
     evaluation: EvaluationConfig = _f(help="Stage 3.", factory=EvaluationConfig)
-
-    def section(self, name: str) -> Any:
-        """One config section as plain data; a name in ``SECTION_VIEWS`` (``data:train``) is part of a section."""
-        if name in SECTION_VIEWS:
-            base, fields = SECTION_VIEWS[name]
-            whole = to_dict(getattr(self, base))
-            return {field: whole[field] for field in fields}
-        return to_dict(getattr(self, name))
-
-    def fingerprint(self, *sections: str) -> str:
-        """Stable hash of the named sections (all when none): artifacts record it so a stage can refuse inputs
-        made by a different config."""
-        data = {name: self.section(name) for name in sections} if sections else to_dict(self)
-        blob = json.dumps(data, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -389,7 +373,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     for key in _MODEL_KEYS:
         if isinstance(data.get(key), dict):
             data[key].pop("_replace", None)
-    return from_dict(PipelineConfig, data, where=where)
+    config = from_dict(PipelineConfig, data, where=where)
+    # Where the config came from, so a "run X first" hint can repeat the user's own --config and --set
+    # (not a field: it is no part of any artifact's identity).
+    config._origin = (str(path) if path is not None else None, list(overrides or []))
+    return config
 
 
 def _load_with_inheritance(path: Path, seen: tuple = ()) -> dict:

@@ -32,7 +32,7 @@ os.chdir(ROOT)
 sys.path.insert(0, str(ROOT))
 
 from IPython.display import Image, Markdown, display
-from common.artifacts import RunDir, load_dataset_dir, read_manifest
+from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
 from common.config import load_config
 
 config = load_config(config_path, overrides)
@@ -52,7 +52,7 @@ NOTEBOOKS = {
         "reference; the asserts are never shown to the model.",
         [
             "from common.stage1 import prepare_mbpp\n\nprepare_mbpp(config, run_dir, force=force)",
-            "from common.generators import prompt_style_for\nfrom common.prompts import build_prompt\n\n"
+            "from common.candidates.generators import prompt_style_for\nfrom common.prompts import build_prompt\n\n"
             "train = load_dataset_dir(run.mbpp / 'train')\ntest = load_dataset_dir(run.mbpp / 'test')\n"
             "print(len(train), 'train tasks;', len(test), 'evaluation tasks')\n"
             "print(build_prompt(train[0], prompt_style_for(config.model), config.sampling.system_prompt))\n"
@@ -86,7 +86,7 @@ NOTEBOOKS = {
         "# Stage 2 · 01 DPO on the global dataset\n\nLoRA DPO (TRL) on the base model with the stage-1 pairs; the "
         "reference model is the base with the adapter disabled. The result is the `-dpo` adapter.",
         [
-            "from common.training import run_dpo_stage\n\nrun_dpo_stage(config, run_dir, stage='dpo', force=force)",
+            "from common.training.dpo import run_dpo_stage\n\nrun_dpo_stage(config, run_dir, stage='dpo', force=force)",
             "import pandas as pd\n\npd.read_csv(run.dpo_adapter / 'training_log.csv').tail(10)",
             SHOW_PNGS.format(folder="run.dpo_adapter"),
         ],
@@ -96,7 +96,7 @@ NOTEBOOKS = {
         "several rounds, re-queuing prompts with fewer than two passing samples together with the last failed "
         "solution. The max-MI and min-MI passing samples of each task form a pair.",
         [
-            "from common.self_generation import run_self_generation\n\n"
+            "from common.preference.self_generation import run_self_generation\n\n"
             "run_self_generation(config, run_dir, force=force)",
             "import json\n\nprint((run.selfgen / 'rounds.json').read_text())\n"
             "print((run.selfgen_pairs / 'summary.json').read_text())",
@@ -108,7 +108,7 @@ NOTEBOOKS = {
         "(loaded trainable). `dpo_further.stage2_reference` chooses the reference: the base model (`base`, the "
         "paper's intent) or a frozen copy of the stage-1 adapter (`stage1`). The result is `-dpo-further`.",
         [
-            "from common.training import run_dpo_stage\n\n"
+            "from common.training.dpo import run_dpo_stage\n\n"
             "run_dpo_stage(config, run_dir, stage='dpo_further', force=force)",
             "import pandas as pd\n\npd.read_csv(run.dpo_further_adapter / 'training_log.csv').tail(10)",
             SHOW_PNGS.format(folder="run.dpo_further_adapter"),
@@ -118,14 +118,14 @@ NOTEBOOKS = {
         "# Stage 3 · 01 Evaluate\n\nbaseline, `-dpo` and `-dpo-further` sample n solutions per test task "
         "(paper: 500 tasks, n=10, T=0.6, top_p=0.9) for several independent runs; every sample is executed in the "
         "sandbox and scored by MI, and kept on disk.",
-        ["from common.evaluation import run_evaluation\n\nrun_evaluation(config, run_dir, force=force)"],
+        ["from common.evaluation.sampling import run_evaluation\n\nrun_evaluation(config, run_dir, force=force)"],
     ),
     "3_evaluation/02_tables_and_figures.ipynb": (
         "# Stage 3 · 02 Tables and figures\n\npass@k and the average MI of passing solutions per variant, as mean "
         "± sample std over runs, the change against the baseline with a paired test, and the paper's numbers "
         "side by side when supplied.",
         [
-            "from common.report import run_report\n\nreport_dir = run_report(config, run_dir, force=force)",
+            "from common.evaluation.report.build import run_report\n\nreport_dir = run_report(config, run_dir, force=force)",
             "display(Markdown((run.report / 'tables.md').read_text()))",
             SHOW_PNGS.format(folder="run.report"),
         ],

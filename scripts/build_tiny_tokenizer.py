@@ -28,7 +28,7 @@ def corpus() -> list[str]:
 
     sys.path.insert(0, str(ROOT))
     from common.config import PAPER_SYSTEM_PROMPT
-    from common.data import DEMO_TASKS, read_tasks_jsonl
+    from common.tasks.mbpp import DEMO_TASKS, read_tasks_jsonl
 
     texts = [PAPER_SYSTEM_PROMPT, "```python\n", "\n```\n", "Task: ", "Solution:\n"]
     for task in read_tasks_jsonl(DEMO_TASKS):

@@ -20,7 +20,7 @@ def tiny_model():
     """Factory: ``tiny_model("tiny-gemma3", tiny_seed=1) -> (model, tokenizer, model_cfg)``, cached per session.
     Callers must not train or modify the returned model in place (it is shared); build their own instead."""
     from common.config import load_model_config
-    from common.models import load_model
+    from common.models.loading import load_model
 
     built: dict = {}
 
@@ -39,7 +39,7 @@ def tiny_model():
 def gemma_270m():
     """``(model, tokenizer, model_cfg)`` of the embedded Gemma-3 270M on CPU (first use converts the GGUF, ~1-2 min)."""
     from common.config import load_model_config
-    from common.models import load_model
+    from common.models.loading import load_model
 
     cfg = load_model_config("gemma-3-270m")
     model, tokenizer = load_model(cfg, device="cpu")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from common.data import DataError, load_mbpp, read_tasks_jsonl
+from common.tasks.mbpp import DataError, load_mbpp, read_tasks_jsonl
 from tests.helpers import MBPP_JSONL, requires_mbpp
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from common.prompts import signature_of
+from common.prompting.templates import signature_of
 from tests.helpers import REPO
 
 try:

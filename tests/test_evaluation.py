@@ -9,12 +9,12 @@ import random
 import pytest
 
 import common.generation
-from common.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
+from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
 from common.config import ConfigError, load_config
-from common.evaluation import run_evaluation, run_seed
-from common.metrics import (aggregate_run, avg_mi_macro, avg_mi_micro, mean_pass_at_k, pass_at_k, task_outcomes)
-from common.mi import maintainability_index
-from common.prompts import user_message
+from common.evaluation.sampling import run_evaluation, run_seed
+from common.evaluation.metrics import (aggregate_run, avg_mi_macro, avg_mi_micro, mean_pass_at_k, pass_at_k, task_outcomes)
+from common.signals.mi import maintainability_index
+from common.prompting.templates import user_message
 from tests.helpers import REPO
 
 # --------------------------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_crash_then_resume_then_no_recompute(fake):
 
 def test_partial_work_is_resumed_chunk_by_chunk(fake, monkeypatch):
     """A crash in the middle of a run keeps the chunks already sampled."""
-    import common.evaluation as evaluation
+    import common.evaluation.sampling as evaluation
 
     run, tasks, made, factory = fake
     config = smoke_config("evaluation.runs=1")

@@ -1,6 +1,6 @@
 import pytest
 
-from common.extract import extract_code, strip_fence
+from common.prompting.extract import extract_code, strip_fence
 
 CODE = "def f(x):\n    return x + 1"
 

@@ -22,7 +22,7 @@ from common.generation.cpu_speedups import cpu_fast_linear
 from common.generation.hf import HFBackend
 from common.generation.nucleus import sample_top_p
 from common.generation.jobs import ROWS_FILE, load_job_rows
-from common.prompts import build_prompt, render_prompt
+from common.prompting.templates import build_prompt, render_prompt
 
 REPO = Path(__file__).resolve().parent.parent
 PINNED_SEED = 8795869279076477962  # sample_seed(7, "a", 0)

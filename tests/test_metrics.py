@@ -5,7 +5,7 @@ from math import comb
 
 import pytest
 
-from common.metrics import pass_at_k
+from common.evaluation.metrics import pass_at_k
 
 
 def exact(n: int, c: int, k: int) -> Fraction:

@@ -1,8 +1,8 @@
 from radon.metrics import mi_visit
 
-from common.data import load_mbpp
-from common.mi import maintainability_index, maintainability_indices
-from common.prompts import fence
+from common.tasks.mbpp import load_mbpp
+from common.signals.mi import maintainability_index, maintainability_indices
+from common.prompting.templates import fence
 from tests.helpers import MBPP_JSONL, requires_mbpp
 
 

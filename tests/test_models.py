@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from common.config import PAPER_LORA_TARGETS, load_model_config
-from common.models import build_tiny_model, load_model, load_tokenizer, resolve_dtype
-from common.prompts import SYSTEM_PROMPT, chat_messages, render_prompt, resolve_style
+from common.models.loading import build_tiny_model, load_model, load_tokenizer, resolve_dtype
+from common.prompting.templates import SYSTEM_PROMPT, chat_messages, render_prompt, resolve_style
 
 TINY = ["tiny-gemma3", "tiny-qwen3", "tiny-llama"]
 
@@ -222,7 +222,7 @@ EASY_TASK = {
 def test_gemma_270m_greedy_writes_a_correct_function(gemma_270m):
     from common.config import SamplingConfig
     from common.generation.hf import HFBackend
-    from common.prompts import completion_prompt
+    from common.prompting.templates import completion_prompt
     from common.sandbox import run_tests
 
     model, tokenizer, cfg = gemma_270m

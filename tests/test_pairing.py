@@ -1,5 +1,5 @@
-from common.pairing import Candidate, pair_row, pair_summary, select_pairs, usable
-from common.prompts import completion_prompt
+from common.preference.pairing import Candidate, pair_row, pair_summary, select_pairs, usable
+from common.prompting.templates import completion_prompt
 
 TASK = {"task_id": 7, "text": "Write a function to add.", "code": "def add(a, b):\n    return a + b"}
 

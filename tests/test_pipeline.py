@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from common.artifacts import RunDir, load_dataset_dir, read_manifest
+from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
 from tests.helpers import REPO
 
 NOTEBOOKS = [

@@ -1,8 +1,8 @@
 import pytest
 
-from common.data import load_mbpp
-from common.extract import extract_code
-from common.prompts import (
+from common.tasks.mbpp import load_mbpp
+from common.prompting.extract import extract_code
+from common.prompting.templates import (
     OPEN_FENCE, SYSTEM_PROMPT, build_prompt, chat_messages, completion_prompt, completion_target, fence,
     retry_prompt, signature_of, user_message,
 )

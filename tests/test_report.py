@@ -7,13 +7,13 @@ import statistics
 import pytest
 from datasets import Dataset
 
-from common.artifacts import RunDir, save_dataset, write_manifest
+from common.pipeline.artifacts import RunDir, save_dataset, write_manifest
 from common.config import load_config
-from common.evaluation import EVAL_STAGES, run_seed
-from common.report import (CURVES_PNG, METRICS_PNG, MI_PNG, PER_TASK_CSV, SUMMARY_CSV, TABLES_MD, collect_runs,
+from common.evaluation.sampling import EVAL_STAGES, run_seed
+from common.evaluation.report.build import (CURVES_PNG, METRICS_PNG, MI_PNG, PER_TASK_CSV, SUMMARY_CSV, TABLES_MD, collect_runs,
                            print_table, run_report)
-from common.report_stats import compare_to_baseline, mean_std
-from common.report_tables import fmt_mean_std
+from common.evaluation.report.stats import compare_to_baseline, mean_std
+from common.evaluation.report.tables import fmt_mean_std
 from tests.helpers import REPO
 
 PAPER_CSV = REPO / "common" / "resources" / "paper_results.csv"  # committed copy: fresh clones have no ../shared

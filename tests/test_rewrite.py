@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from common.mi import maintainability_index
+from common.signals.mi import maintainability_index
 from common.rewrite import TRANSFORMS, Context, Variant, apply_transforms, emit, generate_variants, parse_source
 from common.rewrite._ast_source import parse_with_comments
 from tests.helpers import MBPP_JSONL, REPO, requires_mbpp

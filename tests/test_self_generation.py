@@ -5,10 +5,10 @@ import json
 import pytest
 
 import common.generation as generation
-from common.artifacts import ArtifactError, RunDir, load_dataset_dir, write_manifest
+from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, write_manifest
 from common.config import CONFIG_DIR, load_config
 from common.generation import Completion, GenerationBackend
-from common.self_generation import load_selfgen_samples, run_self_generation
+from common.preference.self_generation import load_selfgen_samples, run_self_generation
 from common.stage1 import load_tasks
 
 FAILING = "def nothing():\n    return None"

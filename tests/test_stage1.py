@@ -2,10 +2,10 @@
 
 import pytest
 
-from common.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
+from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
 from common.config import CONFIG_DIR, load_config
-from common.extract import strip_fence
-from common.mi import maintainability_index
+from common.prompting.extract import strip_fence
+from common.signals.mi import maintainability_index
 from common.sandbox import run_batch
 from common.stage1 import generate_candidates, label_pairs, load_tasks, prepare_mbpp
 from tests.helpers import MBPP_JSONL, requires_mbpp

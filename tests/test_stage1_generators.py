@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from common.artifacts import RunDir, load_dataset_dir, read_manifest
+from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
 from common.config import CONFIG_DIR, load_config
-from common.data import load_mbpp
+from common.tasks.mbpp import load_mbpp
 from common.stage1 import generate_candidates, label_pairs
 from tests.test_api_backend import Server
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 from datasets import Dataset
 
-from common.artifacts import ArtifactError, RunDir, read_manifest, write_manifest
+from common.pipeline.artifacts import ArtifactError, RunDir, read_manifest, write_manifest
 from common.config import CONFIG_DIR, DPOTrainingConfig, load_config, load_model_config
-from common.models import load_model
-from common.prompts import build_prompt, completion_target
-from common.training import (
+from common.models.loading import load_model
+from common.prompting.templates import build_prompt, completion_target
+from common.training.dpo import (
     CHECKPOINTS, _last_checkpoint, _run_signature, build_dpo_trainer, dpo_config, run_dpo_stage,
     score_only_completions_on_cpu, split_eval, to_trl_format, train_dpo, training_model_config,
 )
-from common.training_logs import CURVES_PNG, LOG_CSV, plot_training_curves, read_training_log
+from common.training.logs import CURVES_PNG, LOG_CSV, plot_training_curves, read_training_log
 
 # Short prompts and completions keep every training step well under a second on 2 cores.
 _TASKS = [

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import (FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, prompt_key, sample_seed,
+from common.generation.base import (FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, prompt_key, sample_seed,
                    to_completion)
-from .jobs import SampleRequest, SamplingJobError, load_job_rows, run_sampling_job
+from common.generation.jobs import SampleRequest, SamplingJobError, load_job_rows, run_sampling_job
 
 BACKENDS = ("hf", "vllm", "api")
 
@@ -26,23 +26,25 @@ __all__ = ["BACKENDS", "Completion", "FINISH_LENGTH", "FINISH_STOP", "Generation
            "sample_seed", "to_completion"]
 
 
-def make_backend(sampling: Any, model: Any = None, adapter: str | Path | None = None, **kwargs: Any
-                 ) -> GenerationBackend:
+def make_backend(sampling: Any, model: Any = None, adapter: str | Path | None = None, style: str | None = None,
+                 **kwargs: Any) -> GenerationBackend:
     """The backend named by ``sampling.backend`` for model config ``model`` (with an optional PEFT adapter).
 
-    kwargs go to the backend's constructor (e.g. ``model=``/``tokenizer=`` objects already loaded, for ``hf``)."""
+    ``style`` is the prompt style the calling stage decided (``common.prompting.style.prompt_style``); the local
+    backends check their tokenizer against it instead of deciding again. kwargs go to the backend's constructor
+    (e.g. ``model=``/``tokenizer=`` objects already loaded, for ``hf``)."""
     name = sampling.backend
     if name == "hf":
-        from .hf import HFBackend
+        from common.generation.hf import HFBackend
 
         loaded = kwargs.pop("loaded_model", None)
-        return HFBackend(sampling, model, adapter, model=loaded, **kwargs)
+        return HFBackend(sampling, model, adapter, model=loaded, style=style, **kwargs)
     if name == "vllm":
-        from .vllm_backend import VLLMBackend
+        from common.generation.vllm_backend import VLLMBackend
 
-        return VLLMBackend(sampling, model, adapter, **kwargs)
+        return VLLMBackend(sampling, model, adapter, style=style, **kwargs)
     if name == "api":
-        from .api import APIBackend
+        from common.generation.api import APIBackend
 
         return APIBackend(sampling, model, **kwargs)
     raise ValueError(f"sampling.backend must be one of {BACKENDS}, got {name!r}")

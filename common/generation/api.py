@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig, SamplingConfig
-from ..prompts import Prompt
-from .base import FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, prompt_key, sample_seed, to_completion
+from common.config import ModelConfig, SamplingConfig
+from common.prompting.templates import Prompt
+from common.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, prompt_key, sample_seed, to_completion
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF = 60.0

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..extract import extract_code
-from ..prompts import OPEN_FENCE, Prompt
+from common.prompting.extract import extract_code
+from common.prompting.templates import OPEN_FENCE, Prompt
 
 FINISH_STOP = "stop"  # closing fence or end-of-sequence token
 FINISH_LENGTH = "length"  # max_new_tokens reached

@@ -36,12 +36,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..config import ModelConfig, SamplingConfig
-from ..prompts import Prompt, render_prompt, resolve_style
-from .base import (FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, fences_opened_by_prompt,
+from common.config import ModelConfig, SamplingConfig
+from common.prompting.style import check_style, prompt_style
+from common.prompting.templates import Prompt, render_prompt
+from common.generation.base import (FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, fences_opened_by_prompt,
                    sample_seed, to_completion)
-from .cpu_speedups import BufferedLayer, BufferedSlidingLayer, buffered_layers, cpu_fast_linear
-from .nucleus import sample_top_p
+from common.generation.cpu_speedups import BufferedLayer, BufferedSlidingLayer, buffered_layers, cpu_fast_linear
+from common.generation.nucleus import sample_top_p
 
 PREFILL_TOKENS = 4096  # padded prompt tokens per prefill forward (bounds the prefill's activation memory)
 CPU_DEFAULT_CAPACITY = 48  # sequences decoded together on CPU (measured: benchmarks/bench_generation.py)
@@ -85,11 +86,11 @@ class HFBackend(GenerationBackend):
 
     def __init__(self, sampling: SamplingConfig, model_cfg: ModelConfig | None = None,
                  adapter: str | Path | None = None, *, model: Any = None, tokenizer: Any = None,
-                 device: str | None = None, capacity: int | None = None):
+                 device: str | None = None, capacity: int | None = None, style: str | None = None):
         if model is None:
             if model_cfg is None:
                 raise ValueError("HFBackend needs a model config or a loaded model")
-            from ..models import load_model
+            from common.models.loading import load_model
 
             # A merged adapter samples as fast as the base model (no extra LoRA matmuls); quantised weights cannot
             # be merged, so there the adapter stays separate.
@@ -98,7 +99,9 @@ class HFBackend(GenerationBackend):
         if tokenizer is None:
             raise ValueError("HFBackend: pass the tokenizer with the model")
         self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
-        self.style = resolve_style(model_cfg.prompt_style if model_cfg else "auto", tokenizer)
+        # the stage decided the style (common.prompting.style); a direct caller gets the same rule from the tokenizer
+        self.style = (check_style(style, tokenizer, model_cfg.name if model_cfg else "model") if style
+                      else prompt_style(model_cfg or ModelConfig(prompt_style="auto"), tokenizer))
         self.device = next(model.parameters()).device
         text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.vocab = int(text_config.vocab_size)  # the logits' width

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..prompts import Prompt
-from .base import Completion, stream_via_generate
+from common.prompting.templates import Prompt
+from common.generation.base import Completion, stream_via_generate
 
 ROWS_FILE = "samples.jsonl"
 DATASET_DIR = "dataset"

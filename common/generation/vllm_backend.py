@@ -21,9 +21,10 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig, SamplingConfig
-from ..prompts import Prompt, render_prompt, resolve_style
-from .base import FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, fences_opened_by_prompt, \
+from common.config import ModelConfig, SamplingConfig
+from common.prompting.style import check_style, prompt_style
+from common.prompting.templates import Prompt, render_prompt
+from common.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, fence_cut, fences_opened_by_prompt, \
     prompt_key, sample_seed, to_completion
 
 MAX_CONTINUATIONS = 3
@@ -32,7 +33,7 @@ MAX_CONTINUATIONS = 3
 def _model_path(model_cfg: ModelConfig) -> tuple[str, dict]:
     """Where vLLM reads weights and tokenizer from, plus LLM(...) kwargs for the source."""
     if model_cfg.source == "gguf-package":
-        from ..models import ensure_gemma_270m
+        from common.models.loading import ensure_gemma_270m
 
         return str(ensure_gemma_270m()), {}
     if model_cfg.source == "tiny":
@@ -50,8 +51,8 @@ def _saved_tiny_model(model_cfg: ModelConfig) -> Path:
     import hashlib
     import json
 
-    from ..config import to_dict
-    from ..models import cache_root, load_model
+    from common.config import to_dict
+    from common.models.loading import cache_root, load_model
 
     digest = hashlib.sha256(json.dumps(to_dict(model_cfg), sort_keys=True).encode()).hexdigest()[:12]
     target = cache_root() / "tiny" / f"{model_cfg.name}-{digest}"
@@ -65,7 +66,7 @@ def _saved_tiny_model(model_cfg: ModelConfig) -> Path:
 
 class VLLMBackend(GenerationBackend):
     def __init__(self, sampling: SamplingConfig, model_cfg: ModelConfig, adapter: str | Path | None = None,
-                 **llm_kwargs: Any):
+                 style: str | None = None, **llm_kwargs: Any):
         try:
             from vllm import LLM
             from vllm.lora.request import LoRARequest
@@ -83,10 +84,11 @@ class VLLMBackend(GenerationBackend):
         self.llm = LLM(model=path, tokenizer=path, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         if model_cfg.prompt_style == "chat" and not getattr(self.tokenizer, "chat_template", None):
-            from ..models import GEMMA3_CHAT_TEMPLATE
+            from common.models.loading import GEMMA3_CHAT_TEMPLATE
 
             self.tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE.read_text()
-        self.style = resolve_style(model_cfg.prompt_style, self.tokenizer)
+        self.style = (check_style(style, self.tokenizer, model_cfg.name) if style
+                      else prompt_style(model_cfg, self.tokenizer))
         self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
 
     def _ids(self, text: str) -> list[int]:

@@ -23,9 +23,9 @@ import ast
 import random
 from dataclasses import dataclass, field
 
-from . import control, docs, functions, loops, statements  # noqa: F401  (register the transforms)
-from ._ast_source import emit, normalise_source, parse_source, parse_with_comments
-from .base import TRANSFORMS, Context, Transform, register
+from common.rewrite import control, docs, functions, loops, statements  # noqa: F401  (register the transforms)
+from common.rewrite._ast_source import emit, normalise_source, parse_source, parse_with_comments
+from common.rewrite.base import TRANSFORMS, Context, Transform, register
 
 __all__ = ["TRANSFORMS", "Context", "Transform", "Variant", "generate_variants", "apply_transforms", "emit",
            "parse_source", "register", "REFORMAT"]
@@ -146,7 +146,7 @@ def generate_variants(code: str, max_variants: int = 8, seed: int = 0, max_depth
 def _spread(pool: list[Variant], wanted: int) -> list[Variant]:
     """``wanted`` candidates of ``pool``: its lowest- and highest-MI ones, then the rest in pool order (the
     result keeps pool order)."""
-    from ..mi import maintainability_index
+    from common.signals.mi import maintainability_index
 
     scores = [maintainability_index(v.code) for v in pool]
     scored = [i for i, s in enumerate(scores) if s is not None]

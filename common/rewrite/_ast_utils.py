@@ -9,8 +9,8 @@ import ast
 from dataclasses import dataclass
 from typing import Iterator
 
-from ._ast_names import COMPREHENSIONS, bound_in, is_pure, rebinds
-from ._ast_source import is_marker, real
+from common.rewrite._ast_names import COMPREHENSIONS, bound_in, is_pure, rebinds
+from common.rewrite._ast_source import is_marker, real
 
 
 # ---------------------------------------------------------------------------------------------------- control flow

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ._ast_source import clone
-from ._ast_utils import top_level_names
+from common.rewrite._ast_source import clone
+from common.rewrite._ast_utils import top_level_names
 
 Site = Callable[[], None]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ast
 
-from ._ast_names import rebinds
-from ._ast_source import real
-from ._ast_utils import blocks, is_boolean, negate, terminates
-from .base import Context, Site, site_transform
+from common.rewrite._ast_names import rebinds
+from common.rewrite._ast_source import real
+from common.rewrite._ast_utils import blocks, is_boolean, negate, terminates
+from common.rewrite.base import Context, Site, site_transform
 
 _MAX_CHAIN = 3  # at most this many branches folded into one conditional expression
 

@@ -11,10 +11,10 @@ import ast
 import re
 import textwrap
 
-from ._ast_names import params_of
-from ._ast_source import clean_comment, clone, comment_marker, is_marker, real, strip_markers
-from ._ast_utils import blocks, body_start, docstring_node, functions
-from .base import Context, Site, register, site_transform
+from common.rewrite._ast_names import params_of
+from common.rewrite._ast_source import clean_comment, clone, comment_marker, is_marker, real, strip_markers
+from common.rewrite._ast_utils import blocks, body_start, docstring_node, functions
+from common.rewrite.base import Context, Site, register, site_transform
 
 _TASK_PREFIX = re.compile(
     r"^\s*write\s+(?:an?\s+)?(?:python\s+)?(?:function|program|lambda\s+function|code)\s+"

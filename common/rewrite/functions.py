@@ -9,13 +9,13 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from ._ast_names import (BUILTIN_NAMES, COMPREHENSIONS, bound_in, count_name, declared_global, expr_ok, fresh_name,
+from common.rewrite._ast_names import (BUILTIN_NAMES, COMPREHENSIONS, bound_in, count_name, declared_global, expr_ok, fresh_name,
                          function_locals, has_any, has_nested_scope, identifiers, is_dynamic, is_pure,
                          own_scope_nodes, params_of, rebinds, target_names, variable_names)
-from ._ast_source import clone, is_marker, real
-from ._ast_utils import blocks, body_start
-from .base import Context, Site, site_transform
-from .statements import suggest_name
+from common.rewrite._ast_source import clone, is_marker, real
+from common.rewrite._ast_utils import blocks, body_start
+from common.rewrite.base import Context, Site, site_transform
+from common.rewrite.statements import suggest_name
 
 _MAX_BLOCK = 8  # statements moved into one helper at most
 _JUMPS = (ast.Return, ast.Yield, ast.YieldFrom, ast.Await, ast.Global, ast.Nonlocal, ast.Delete)
@@ -335,7 +335,7 @@ def _renamable(fn: ast.FunctionDef) -> list[str]:
     for name in _comprehension_targets(fn.body) - names - excluded:
         if name == "<complex>":
             continue
-        from .loops import _binding_comprehensions
+        from common.rewrite.loops import _binding_comprehensions
         if count_name(fn, name) == sum(count_name(c, name) for c in _binding_comprehensions(fn, name, None)):
             names.add(name)
     return sorted(names - excluded - {"_"})

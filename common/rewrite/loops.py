@@ -14,11 +14,11 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from ._ast_names import (COMPREHENSIONS, builtins_free, count_name, declared_global, expr_ok, fresh_name, identifiers,
+from common.rewrite._ast_names import (COMPREHENSIONS, builtins_free, count_name, declared_global, expr_ok, fresh_name, identifiers,
                          params_of, target_names)
-from ._ast_source import real
-from ._ast_utils import Block, blocks, negate
-from .base import Context, Site, site_transform
+from common.rewrite._ast_source import real
+from common.rewrite._ast_utils import Block, blocks, negate
+from common.rewrite.base import Context, Site, site_transform
 
 _EMPTY_KIND = {"list": ("append", ast.ListComp), "set": ("add", ast.SetComp), "dict": (None, ast.DictComp)}
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from ._ast_names import (BUILTIN_NAMES, count_name, declared_global, expr_ok, fresh_name, function_locals,
+from common.rewrite._ast_names import (BUILTIN_NAMES, count_name, declared_global, expr_ok, fresh_name, function_locals,
                          has_nested_scope, identifiers, is_dynamic, is_pure, own_scope_nodes, params_of, rebinds,
                          same)
-from ._ast_utils import Block, blocks, eager_paths, is_boolean, negate, replace_child, statement_expression
-from .base import Context, Site, site_transform
+from common.rewrite._ast_utils import Block, blocks, eager_paths, is_boolean, negate, replace_child, statement_expression
+from common.rewrite.base import Context, Site, site_transform
 
 _SCALAR_TYPES = (int, float, complex, str, bytes, bool, type(None))
 _SCALAR_CALLS = frozenset({"len", "int", "float", "str", "abs", "round", "ord", "chr", "bool", "sum", "min",

@@ -1,7 +1,8 @@
 """Stage 3 report: the paper's table (mean ± sample std over runs), the change against the baseline with paired
 tests, the paper's own numbers side by side, and the figures, all computed from the per-sample evaluation datasets.
 
-``run_report(config, run_dir)`` writes under ``runs/<run>/report/``:
+Stage ``report`` writes under ``runs/<run>/3_evaluation/report/``, from the evaluation units that the ``evaluate``
+manifest lists (so it never mixes in a stale run):
 
 ``summary.csv``  one row per model x variant x run. Columns:
     model            ``model.name`` of the config
@@ -43,105 +44,99 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .artifacts import (ArtifactError, RunDir, is_complete, load_dataset_dir, read_manifest, record_config,
-                        write_manifest)
-from .config import PipelineConfig
-from .evaluation import ADAPTER_EVAL_STAGE, EVAL_STAGES, check_k, run_seed
-from .metrics import aggregate_run, task_outcomes
-from .report_figures import plot_metrics, plot_mi_distributions, plot_training
-from .report_stats import RunResult, compare_to_baseline, metric_names, summary_rows
-from .report_tables import PER_TASK_CSV, SUMMARY_CSV, build_tables_md
+from common.config import ConfigError
+from common.evaluation.metrics import aggregate_run, task_outcomes
+from common.evaluation.report.figures import plot_metrics, plot_mi_distributions, plot_training
+from common.evaluation.report.stats import RunResult, compare_to_baseline, metric_names, summary_rows
+from common.evaluation.report.tables import PER_TASK_CSV, SUMMARY_CSV, build_tables_md
+from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
+from common.pipeline.registry import BASELINE, get_stage
 
 TABLES_MD = "tables.md"
 METRICS_PNG = "pass_and_mi.png"
 MI_PNG = "mi_distribution.png"
 CURVES_PNG = "training_curves.png"
+TRAINING_LOG = "training_log.csv"
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Loading
 
 
-def collect_runs(config: PipelineConfig, run_dir: Path | str) -> tuple[list[RunResult], list[str]]:
-    """Every finished evaluation run of the configured variants (runs 1..evaluation.runs) whose manifest matches
-    this config; plus notes on the runs that are missing or stale."""
-    run = RunDir(run_dir)
-    results, notes = [], []
-    for variant in config.evaluation.variants:
-        stage = EVAL_STAGES.get(variant, ADAPTER_EVAL_STAGE)
-        for r in range(1, config.evaluation.runs + 1):
-            folder = run.evaluation(variant, r)
-            manifest = read_manifest(folder)
-            if manifest is None:
-                notes.append(f"{variant} run {r}: not evaluated ({folder} missing)")
-                continue
-            if not is_complete(folder, config, stage) or manifest.get("seed") != run_seed(config, r):
-                notes.append(f"{variant} run {r}: made by another config, left out (re-run `evaluate`)")
-                continue
-            columns = load_dataset_dir(folder).select_columns(["task_id", "passed", "mi"]).to_dict()
-            outcomes = task_outcomes(columns["task_id"], columns["passed"], columns["mi"])
-            metrics = aggregate_run(columns["task_id"], columns["passed"], columns["mi"], config.evaluation.k)
-            results.append(RunResult(variant, r, run_seed(config, r), folder, outcomes, metrics, manifest))
-    return results, notes
+def collect_runs(samples_dir: Path, samples_manifest: Mapping[str, Any], ks: Sequence[int]) -> list[RunResult]:
+    """The evaluation units listed by the ``evaluate`` manifest, loaded and aggregated."""
+    results = []
+    for unit in samples_manifest.get("units", []):
+        folder = Path(samples_dir) / unit["folder"]
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.get("uid") != unit["uid"]:
+            raise ConfigError(f"report: {folder} is not the evaluation run the evaluate manifest lists; re-run "
+                              f"`evaluate`")
+        columns = load_dataset_dir(folder).select_columns(["task_id", "passed", "mi"]).to_dict()
+        outcomes = task_outcomes(columns["task_id"], columns["passed"], columns["mi"])
+        metrics = aggregate_run(columns["task_id"], columns["passed"], columns["mi"], ks)
+        results.append(RunResult(unit["variant"], unit["run"], unit["seed"], folder, outcomes, metrics, manifest))
+    return results
+
+
+def evaluated_adapters(run: RunDir, samples_manifest: Mapping[str, Any]) -> dict[str, Path]:
+    """variant -> adapter folder, for the adapter stages that ``evaluate`` read (its ``variant:<name>`` inputs)."""
+    inputs = samples_manifest.get("inputs", {})
+    return {role.split(":", 1)[1]: run.stage_dir(entry["stage"]) for role, entry in inputs.items()
+            if role.startswith("variant:")}
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The stage
 
 
-def run_report(config: PipelineConfig, run_dir: Path | str, force: bool = False) -> Path:
-    """Tables and figures from every finished evaluation run; returns the report folder and prints the tables."""
-    run = RunDir(run_dir)
-    record_config(run, config)
+def run_report(ctx: Any) -> dict[str, Any]:
+    """Tables and figures from every evaluation unit; prints the tables."""
+    from common.evaluation.sampling import check_k
+
+    config = ctx.config
     check_k(config)
-    results, notes = collect_runs(config, run.root)
-    if not results:
-        raise ArtifactError(f"report: no finished evaluation runs under {run.path('stage3', 'samples')} for this "
-                            f"config; run `python -m common evaluate --run-dir {run.root}` first")
-    inputs = [[res.variant, res.run, res.manifest.get("fingerprint"),
-               res.manifest.get("uid", res.manifest.get("created"))] for res in results]
-    out = run.report
-    manifest = read_manifest(out)
-    if (not force and is_complete(out, config, "report") and manifest.get("inputs") == inputs
-            and (out / TABLES_MD).is_file()):
-        print(f"[report] up to date: {out}")
-        print_table(run.root)
-        return out
+    samples_manifest = ctx.input_manifests["samples"]
+    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k)
+    out = ctx.output
     out.mkdir(parents=True, exist_ok=True)
     ks, names, model = list(config.evaluation.k), metric_names(config.evaluation.k), config.model.name
-    rows = summary_rows(model, results, ks, run.root)
+    rows = summary_rows(model, results, ks, ctx.run.root)
     _write_csv(out / SUMMARY_CSV, rows)
     _write_csv(out / PER_TASK_CSV, [
         {"model": model, "variant": res.variant, "run": res.run, "task_id": o.task_id, "n_samples": o.n,
          "n_passing": o.c, "mean_passing_mi": o.mean_passing_mi}
         for res in results for o in res.outcomes])
     comparisons = compare_to_baseline(results, names)
-    if "baseline" in config.evaluation.variants and not any(res.variant == "baseline" for res in results):
-        notes.append("no finished baseline run: Table 2 (change against the baseline) left out")
-
-    further = read_manifest(run.dpo_further_adapter) or {}
-    if further.get("skipped_training") and "dpo-further" in config.evaluation.variants:
-        notes.append("dpo-further was not trained: self-generation produced no pairs, so it is the -dpo adapter "
-                     "unchanged (its rows differ from dpo only by sampling noise)")
+    notes = []
+    if not any(res.variant == BASELINE for res in results):
+        notes.append("no baseline was evaluated: Table 2 (change against the baseline) left out")
+    adapters = evaluated_adapters(ctx.run, samples_manifest)
+    for variant, folder in adapters.items():
+        manifest = read_manifest(folder) or {}
+        if manifest.get("skipped_training"):
+            continued = Path(manifest.get("init_adapter", "")).name
+            notes.append(f"{variant} was not trained: its input had no pairs, so it is the {continued} adapter "
+                         f"unchanged (its rows differ from {continued} only by sampling noise)")
 
     figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{model}: mean ± sample std over runs").name,
                plot_mi_distributions(results, out / MI_PNG, f"{model}: MI of passing solutions").name]
-    curves = plot_training(run, out / CURVES_PNG)
-    if curves is not None:
-        figures.append(curves.name)
-    else:
+    logs = {variant: folder / TRAINING_LOG for variant, folder in adapters.items() if (folder / TRAINING_LOG).is_file()}
+    if logs:
+        figures.append(plot_training(logs, out / CURVES_PNG).name)
+    elif adapters:
         notes.append("no training_log.csv beside the adapters: training curves not drawn")
-    (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures))
+    samples_folder = ctx.input("samples").relative_to(ctx.run.root).as_posix()
+    (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures, samples_folder))
     (out / "comparisons.json").write_text(json.dumps([c.__dict__ for c in comparisons], indent=2))
-    write_manifest(out, config, "report", extra={"inputs": inputs, "figures": figures})
-    print(f"[report] {len(results)} evaluation run(s) -> {out}")
-    print_table(run.root)
-    return out
+    ctx.log(f"{len(results)} evaluation run(s) -> {out}")
+    print_table(out)
+    return {"figures": figures}
 
 
-def print_table(run_dir: Path | str) -> str:
+def print_table(report_dir: Path | str) -> str:
     """Print the report's tables (``tables.md`` without the figure links) and return that text."""
-    path = RunDir(run_dir).report / TABLES_MD
+    path = Path(report_dir) / TABLES_MD
     if not path.is_file():
         text = f"(no report yet: {path} missing; run `python -m common report`)"
     else:

@@ -1,5 +1,5 @@
 """Figures of the stage-3 report (PNG): each metric per variant with error bars, the MI distribution of passing
-solutions per variant, and the DPO training curves of both stages."""
+solutions per variant, and the training curves of the evaluated adapters."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .artifacts import RunDir
-from .report_stats import RunResult, mean_std, metric_label
+from common.evaluation.report.stats import RunResult, mean_std, metric_label
 
 def _pyplot():
     import matplotlib
@@ -71,18 +70,11 @@ def plot_mi_distributions(results: Sequence[RunResult], out_png: Path, title: st
     return out_png
 
 
-def plot_training(run: RunDir, out_png: Path) -> Path | None:
-    """The DPO training curves of both adapters (stage 1c and 2c) when their ``training_log.csv`` exist."""
-    logs = {label: folder / "training_log.csv"
-            for label, folder in (("dpo", run.dpo_adapter), ("dpo-further", run.dpo_further_adapter))}
-    logs = {label: path for label, path in logs.items() if path.is_file()}
-    if not logs:
-        return None
-    try:
-        from .training_logs import plot_training_curves
-    except ImportError:
-        from .training import plot_training_curves
-    return Path(plot_training_curves(logs, out_png))
+def plot_training(logs: Mapping[str, Path], out_png: Path) -> Path:
+    """The training curves of the evaluated adapters (``{variant: training_log.csv}``) side by side."""
+    from common.training.logs import plot_training_curves
+
+    return Path(plot_training_curves(dict(logs), out_png))
 
 
 def _short(variant: str) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .config import SandboxConfig
-from .mi import maintainability_indices
+from common.config import SandboxConfig
+from common.signals.mi import maintainability_indices
 
 SCORE_COLUMNS = ("passed", "status", "detail", "duration", "mi")
 
@@ -18,7 +18,7 @@ SCORE_COLUMNS = ("passed", "status", "detail", "duration", "mi")
 def score_solutions(task_ids: Sequence[int], codes: Sequence[str], tasks: Mapping[int, Mapping[str, Any]],
                     sandbox: SandboxConfig | None = None, desc: str = "executing") -> list[dict[str, Any]]:
     """One dict per solution (input order): sandbox verdict fields plus ``mi`` (None when unparsable)."""
-    from .sandbox import run_batch
+    from common.sandbox import run_batch
 
     sandbox = sandbox or SandboxConfig()
     if len(task_ids) != len(codes):

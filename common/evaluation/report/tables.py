@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .config import REPO_ROOT, ConfigError, PipelineConfig
-from .report_stats import Comparison, _float, mean_std, metric_label, metric_names, variant_stats
+from common.config import REPO_ROOT, ConfigError
+from common.evaluation.report.stats import Comparison, _float, mean_std, metric_label, metric_names, variant_stats
 
 SUMMARY_CSV = "summary.csv"
 PER_TASK_CSV = "per_task.csv"
@@ -117,7 +117,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
     return markdown_table(header, rows)
 
 
-def reference_section(config: PipelineConfig, ours: Mapping[str, Mapping[str, tuple]]) -> str:
+def reference_section(config: Any, ours: Mapping[str, Mapping[str, tuple]]) -> str:
     """Table 3: the paper's numbers beside ours (same model), or the paper's whole table as context."""
     path = resolve_reference(config.evaluation.reference_results)
     if path is None:
@@ -163,8 +163,8 @@ def reference_section(config: PipelineConfig, ours: Mapping[str, Mapping[str, tu
             f"{markdown_table(header, body)}\n\n{caption}\n")
 
 
-def build_tables_md(config: PipelineConfig, rows: Sequence[Mapping[str, Any]], comparisons: Sequence[Comparison],
-                    notes: Sequence[str], figures: Sequence[str]) -> str:
+def build_tables_md(config: Any, rows: Sequence[Mapping[str, Any]], comparisons: Sequence[Comparison],
+                    notes: Sequence[str], figures: Sequence[str], samples_folder: str) -> str:
     names = metric_names(config.evaluation.k)
     stats = variant_stats(rows, names)
     s = config.sampling
@@ -174,7 +174,8 @@ def build_tables_md(config: PipelineConfig, rows: Sequence[Mapping[str, Any]], c
         f"# Stage 3 results: {config.model.name}",
         f"{'/'.join(map(str, n_tasks))} evaluation tasks × {s.num_samples} samples per task (temperature "
         f"{s.temperature}, top_p {s.top_p}, max_new_tokens {s.max_new_tokens}); seeds {seeds}. Per-run numbers: "
-        f"`{SUMMARY_CSV}`; per-task numbers: `{PER_TASK_CSV}`; every sample: `stage3/samples/<variant>/run<r>`.",
+        f"`{SUMMARY_CSV}`; per-task numbers: `{PER_TASK_CSV}`; every sample: "
+        f"`{samples_folder}/<variant>/run<r>`.",
         "## Table 1. pass@k and average MI per variant (mean ± sample std over runs)",
         main_table(config.model.name, stats, names),
         "pass@k: the unbiased estimator 1 − C(n−c, k)/C(n, k) per task (n samples, c passing), averaged over tasks, "

@@ -7,11 +7,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+# The columns TRL's preference trainers read (our pairs carry more: common.preference.pairing.TRL_COLUMNS).
+TRL_COLUMNS = ("prompt", "chosen", "rejected")
 
 
-def _check_pairs(pairs: Any, where: str = "pairs dataset") -> None:
-    missing = [name for name in PAIR_COLUMNS if name not in pairs.column_names]
+def check_pairs(pairs: Any, where: str = "pairs dataset") -> None:
+    missing = [name for name in TRL_COLUMNS if name not in pairs.column_names]
     if missing:
         raise ValueError(f"{where}: missing column(s) {missing}; has {pairs.column_names}")
     if len(pairs) == 0:
@@ -39,8 +40,8 @@ def to_trl_format(pairs: Any) -> Any:
     """
     from datasets import Dataset
 
-    _check_pairs(pairs)
-    rows = [_trl_row(row) for row in pairs.select_columns(list(PAIR_COLUMNS)).to_list()]
+    check_pairs(pairs)
+    rows = [_trl_row(row) for row in pairs.select_columns(list(TRL_COLUMNS)).to_list()]
     kinds = {isinstance(row["prompt"], str) for row in rows}
     if len(kinds) > 1:
         raise ValueError("pairs dataset mixes string prompts and message-list prompts")
@@ -74,5 +75,5 @@ def load_pairs(path: str | Path) -> Any:
         # datasets cannot even load a saved empty dataset (IndexError deep inside), so check first
         raise ValueError(f"pairs dataset {path} is empty: there are no preference pairs to train on")
     pairs = load_from_disk(str(path))
-    _check_pairs(pairs, where=f"pairs dataset {path}")
+    check_pairs(pairs, where=f"pairs dataset {path}")
     return pairs

@@ -12,10 +12,31 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .prompts import Prompt, completion_target
+from common.prompting.templates import Prompt, completion_target
 
 PAIR_COLUMNS = ("task_id", "prompt", "chosen", "rejected", "chosen_mi", "rejected_mi", "mi_margin", "generator",
                 "chosen_code", "rejected_code")
+
+
+def pair_features(style: str) -> Any:
+    """The schema of every pairs dataset (stage 1b and self-generation, empty or not): ``prompt`` is a string for
+    completion-style models and a list of chat messages for chat models; the other columns are PAIR_COLUMNS."""
+    from datasets import Features, List, Value
+
+    prompt = Value("string") if style == "completion" else List({"role": Value("string"), "content": Value("string")})
+    kinds = {"task_id": Value("int64"), "prompt": prompt, "chosen_mi": Value("float64"),
+             "rejected_mi": Value("float64"), "mi_margin": Value("float64")}
+    return Features({name: kinds.get(name, Value("string")) for name in PAIR_COLUMNS})
+
+
+def pairs_dataset(rows: list[Mapping[str, Any]], style: str) -> Any:
+    """``rows`` (``pair_row`` dicts) as a dataset with :func:`pair_features`, also when there are none."""
+    from datasets import Dataset
+
+    features = pair_features(style)
+    if not rows:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_list([{name: row[name] for name in PAIR_COLUMNS} for row in rows], features=features)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 from datasets import Dataset
 
-from .config import ModelConfig, PipelineConfig
-from .extract import extract_code
-from .prompts import build_prompt, user_message
+from common.prompting.extract import extract_code
+from common.prompting.style import prompt_style
+from common.prompting.templates import build_prompt, user_message
 
 TWO_SOLUTION_SCHEMA = {
     "type": "object",
@@ -37,29 +37,19 @@ TWO_SOLUTION_SCHEMA = {
 Rows = list[dict[str, Any]]
 
 
-def prompt_style_for(model_cfg: ModelConfig) -> str:
-    """'chat' or 'completion' for a model config; 'auto' asks the tokenizer whether it has a chat template."""
-    if model_cfg.prompt_style != "auto":
-        return model_cfg.prompt_style
-    from .models import load_tokenizer
-    from .prompts import resolve_style
-
-    return resolve_style("auto", load_tokenizer(model_cfg))
-
-
 def normalise_reference(code: str) -> str:
     """MBPP references use CRLF line ends; a training target should not."""
     return code.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
 
 
-def rewrite_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -> Rows:
+def rewrite_candidates(tasks: Dataset, config: Any, work_dir: Path) -> Rows:
     """The reference solution plus up to ``max_variants`` AST rewrites of it (candidate 0 is the reference)."""
-    from .rewrite import generate_variants
+    from common.rewrite import generate_variants
 
     from tqdm.auto import tqdm
 
     rows: Rows = []
-    for task in tqdm(tasks, desc="stage 1a: AST rewrites", unit="task"):
+    for task in tqdm(tasks, desc="candidates: AST rewrites", unit="task"):
         reference = normalise_reference(task["code"])
         rows.append(_row(task["task_id"], 0, reference, "rewrite", "reference"))
         # The reference is candidate 0 already, so its reformatted twin would only add a near-duplicate; the task
@@ -72,12 +62,12 @@ def rewrite_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -
     return rows
 
 
-def local_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -> Rows:
+def local_candidates(tasks: Dataset, config: Any, work_dir: Path) -> Rows:
     """``num_candidates`` samples per task from a local model (``generator_model``, default: the policy)."""
-    from .generation import SampleRequest, make_backend, run_sampling_job
+    from common.generation import SampleRequest, make_backend, run_sampling_job
 
     model_cfg = config.generator_model or config.model
-    style = prompt_style_for(model_cfg)
+    style = prompt_style(model_cfg)
     sampling = config.stage1_sampling
     requests = [
         SampleRequest(key=str(task["task_id"]), prompt=build_prompt(task, style, sampling.system_prompt),
@@ -85,8 +75,8 @@ def local_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -> 
                       meta={"task_id": int(task["task_id"])})
         for task in tasks
     ]
-    backend = make_backend(sampling, model_cfg)
-    samples = run_sampling_job(backend, requests, work_dir / "samples", desc=f"stage 1a ({model_cfg.name})")
+    backend = make_backend(sampling, model_cfg, style=style)
+    samples = run_sampling_job(backend, requests, work_dir / "samples", desc=f"candidates ({model_cfg.name})")
     return [_row(row["task_id"], row["sample_index"], row["code"], f"local:{model_cfg.name}", "sample")
             for row in samples]
 
@@ -99,7 +89,7 @@ class TwoSolutionBackend:
         self.concurrency = max(1, concurrency)
 
     def generate(self, prompts: list, num_samples: int, seed: int) -> list:
-        from .generation import Completion
+        from common.generation import Completion
 
         def one(messages: list) -> list:
             reply = self.api.generate_json(messages, TWO_SOLUTION_SCHEMA)
@@ -117,8 +107,8 @@ def api_messages(task: Any, instruction: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Task_ID:{task['task_id']}\n{instruction}\n\n{user_message(task)}"}]
 
 
-def api_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -> Rows:
-    from .generation import SampleRequest, make_backend, run_sampling_job
+def api_candidates(tasks: Dataset, config: Any, work_dir: Path) -> Rows:
+    from common.generation import SampleRequest, make_backend, run_sampling_job
 
     sampling = config.stage1_sampling
     if sampling.backend != "api":
@@ -130,7 +120,7 @@ def api_candidates(tasks: Dataset, config: PipelineConfig, work_dir: Path) -> Ro
         for task in tasks
     ]
     backend = TwoSolutionBackend(api, sampling.api_max_concurrency)
-    samples = run_sampling_job(backend, requests, work_dir / "samples", desc=f"stage 1a ({sampling.api_model})",
+    samples = run_sampling_job(backend, requests, work_dir / "samples", desc=f"candidates ({sampling.api_model})",
                                chunk_size=max(1, sampling.api_max_concurrency))
     return [_row(row["task_id"], row["sample_index"], row["code"], f"api:{sampling.api_model}",
                  f"code_output_{row['sample_index'] + 1}") for row in samples]
@@ -141,7 +131,7 @@ def _row(task_id: int, index: int, code: str, generator: str, origin: str) -> di
             "origin": origin}
 
 
-GENERATORS: dict[str, Callable[[Dataset, PipelineConfig, Path], Rows]] = {
+GENERATORS: dict[str, Callable[[Dataset, Any, Path], Rows]] = {
     "rewrite": rewrite_candidates,
     "local": local_candidates,
     "api": api_candidates,

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from radon.metrics import mi_visit
 
-from .extract import strip_fence
+from common.prompting.extract import strip_fence
 
 # Below this many distinct solutions a process pool costs more than it saves (radon takes ~1 ms per solution).
 _POOL_THRESHOLD = 256

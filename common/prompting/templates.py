@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Union
 
-from .config import PAPER_SYSTEM_PROMPT
+from common.config import PAPER_SYSTEM_PROMPT
 
 SYSTEM_PROMPT = PAPER_SYSTEM_PROMPT
 SIGNATURE_TEMPLATE = "\nThe main function is defined by the function signature: {signature}\n"
@@ -92,10 +92,3 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-
-def resolve_style(configured: str, tokenizer: Any) -> str:
-    """'auto' means chat when the tokenizer ships a chat template, else the completion prompt."""
-    if configured != "auto":
-        return configured
-    return "chat" if getattr(tokenizer, "chat_template", None) else "completion"

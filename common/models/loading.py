@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig
-from .models_gguf import cache_root, ensure_gemma_270m, ensure_gemma_tokenizer, ensure_gguf_file  # noqa: F401
+from common.config import RESOURCE_DIR, ModelConfig
+from common.models.gguf import cache_root, ensure_gemma_270m, ensure_gemma_tokenizer, ensure_gguf_file  # noqa: F401
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
+RESOURCES = RESOURCE_DIR
 GEMMA3_CHAT_TEMPLATE = RESOURCES / "gemma3_chat_template.jinja"
 TINY_TOKENIZER = RESOURCES / "tiny_tokenizer"  # 4k byte-level BPE (scripts/build_tiny_tokenizer.py)
 SOURCES = ("hub", "local", "gguf-package", "tiny")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .metrics import TaskOutcome
+from common.evaluation.metrics import TaskOutcome
 
 MI_METRICS = ("avg_mi_macro", "avg_mi_micro")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import PipelineConfig
-from .data import load_mbpp
-from .mi import maintainability_indices
+from common.config import PipelineConfig
+from common.tasks.mbpp import load_mbpp
+from common.signals.mi import maintainability_indices
 
 
 def reference_mi_table(config: PipelineConfig, split: str) -> pd.DataFrame:

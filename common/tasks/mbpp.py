@@ -14,10 +14,12 @@ from typing import Any
 
 from datasets import Dataset
 
+from common.config import RESOURCE_DIR
+
 SPLIT_RANGES = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
 SPLITS = (*SPLIT_RANGES, "all")
 COLUMNS = ("task_id", "text", "code", "test_list", "test_setup_code", "challenge_test_list")
-DEMO_TASKS = Path(__file__).resolve().parent / "resources" / "demo_tasks.jsonl"
+DEMO_TASKS = RESOURCE_DIR / "demo_tasks.jsonl"
 _REQUIRED = {"task_id": int, "text": str, "code": str, "test_list": list}
 
 

@@ -1,6 +1,6 @@
-"""Stage 1c / 2c: LoRA DPO with TRL (DESIGN §1 "Stage 1c / 2c – DPO").
+"""LoRA DPO with TRL's ``DPOTrainer``: the paper's method for stage 1c (``dpo``) and stage 2c (``dpo-further``).
 
-Stage 1c trains a new LoRA adapter on the global pairs (the ``-dpo`` model); stage 2c keeps training that same
+Stage 1c trains a new LoRA adapter on the stage-1 pairs (the ``-dpo`` model); stage 2c keeps training that same
 adapter on the self-generated pairs (``-dpo-further``). The DPO reference model is, per stage:
 
 * 1c: the base model. TRL wraps the model with ``peft_config`` and computes the reference with the adapter
@@ -12,45 +12,27 @@ adapter on the self-generated pairs (``-dpo-further``). The DPO reference model 
   with ``is_trainable=True``); TRL then adds a frozen ``ref`` adapter copied from it, so the reference is the
   stage-1 policy. Only the trained ``default`` adapter is saved.
 
+Checkpoints, resume, logs and saving are the shared runner's (``common/training/runner.py``).
 ``tests/test_training.py`` checks each reference against direct forward passes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import MANIFEST, RunDir, is_complete, load_dataset_dir, record_config, require, write_manifest
-from .config import DPOTrainingConfig, ModelConfig, PipelineConfig, to_dict
-from .training_data import PAIR_COLUMNS, _check_pairs, load_pairs, split_eval, to_trl_format
-from .training_logs import CURVES_PNG, StepTimer, plot_training_curves, write_training_log
-from .trl_patches import fast_tokenizer_fingerprint, score_only_completions_on_cpu
+from common.config import DPOTrainingConfig, ModelConfig, to_dict
+from common.preference.trl_format import TRL_COLUMNS, check_pairs, split_eval, to_trl_format
+from common.training.logs import StepTimer
+from common.training.runner import CHECKPOINTS, TrainResult, device, on_cpu, run_signature, run_training
+from common.training.trl_patches import fast_tokenizer_fingerprint, score_only_completions_on_cpu
 
 logger = logging.getLogger(__name__)
 
 REFERENCES = ("base", "stage1")
 PRECISIONS = ("fp32", "bf16", "fp16")
-CHECKPOINTS = "checkpoints"
-_SIGNATURE = "run_signature.json"
-__all__ = ["TrainResult", "build_dpo_trainer", "train_dpo", "run_dpo_stage", "plot_training_curves", "load_pairs",
-           "to_trl_format", "split_eval", "dpo_config", "lora_config", "REFERENCES"]
-
-
-@dataclass
-class TrainResult:
-    adapter_dir: Path
-    log_history: list[dict[str, Any]]
-    metrics: dict[str, Any]
-    seconds_per_step: float | None
-    tokens_per_second: float | None
-    model: Any = field(default=None, repr=False)  # the trained PeftModel (in memory; not saved beyond the adapter)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -64,12 +46,6 @@ def lora_config(train_cfg: DPOTrainingConfig) -> Any:
         r=train_cfg.lora_r, lora_alpha=train_cfg.lora_alpha, lora_dropout=train_cfg.lora_dropout, bias="none",
         target_modules=list(train_cfg.lora_target_modules), task_type="CAUSAL_LM",
     )
-
-
-def _on_cpu() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 def _check_precision(train_cfg: DPOTrainingConfig) -> None:
@@ -106,7 +82,7 @@ def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: b
         truncation_mode="keep_start",  # the only non-deprecated mode in TRL 1.16
         bf16=train_cfg.precision == "bf16",  # TRL defaults to bf16=True: always explicit
         fp16=train_cfg.precision == "fp16",
-        use_cpu=_on_cpu(),
+        use_cpu=on_cpu(),
         gradient_checkpointing=train_cfg.gradient_checkpointing,
         precompute_ref_log_probs=train_cfg.precompute_ref_log_probs,
         padding_free=train_cfg.padding_free,
@@ -126,14 +102,6 @@ def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: b
 
 # --------------------------------------------------------------------------------------------------------------
 # Trainer
-
-
-def _device() -> str:
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process under accelerate/torchrun
 
 
 def training_model_config(model_cfg: ModelConfig, train_cfg: DPOTrainingConfig) -> ModelConfig:
@@ -188,7 +156,7 @@ def build_dpo_trainer(
     from transformers import EarlyStoppingCallback
     from trl import DPOTrainer
 
-    from .models import load_model
+    from common.models.loading import load_model
 
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
@@ -199,7 +167,7 @@ def build_dpo_trainer(
     train_dataset = to_trl_format(pairs)
     eval_dataset = to_trl_format(eval_pairs) if eval_pairs is not None else None
 
-    model, tokenizer = load_model(training_model_config(model_cfg, train_cfg), device=_device())
+    model, tokenizer = load_model(training_model_config(model_cfg, train_cfg), device=device())
     fast_tokenizer_fingerprint(tokenizer)
     score_only_completions_on_cpu()
     if not isinstance(train_dataset[0]["prompt"], str) and not getattr(tokenizer, "chat_template", None):
@@ -247,46 +215,9 @@ def build_dpo_trainer(
 
 def _run_signature(pairs: Any, model_cfg: ModelConfig, train_cfg: DPOTrainingConfig,
                    init_adapter: Path | None, reference: str, eval_pairs: Any | None) -> str:
-    """What a checkpoint was made from: a crashed run resumes only from checkpoints of the same inputs."""
-    digest = hashlib.sha256()
-    blob = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "reference": reference,
-            "init_adapter": str(init_adapter) if init_adapter else None}
-    digest.update(json.dumps(blob, sort_keys=True, default=str).encode())
-    for data in (pairs, eval_pairs):
-        if data is not None:
-            digest.update(json.dumps(data.select_columns(list(PAIR_COLUMNS)).to_list(), sort_keys=True).encode())
-    if init_adapter is not None:
-        for path in sorted(Path(init_adapter).glob("adapter_model.*")):
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _last_checkpoint(folder: Path, signature: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if last is None:
-        return None
-    marker = folder / _SIGNATURE
-    recorded = json.loads(marker.read_text()).get("signature") if marker.is_file() else None
-    if recorded != signature:
-        logger.warning("discarding checkpoints in %s: they were made from other inputs or settings", folder)
-        shutil.rmtree(folder)
-        return None
-    return last
-
-
-def _save_adapter(trainer: Any, adapter_dir: Path) -> None:
-    """Save only the trained ``default`` adapter (never TRL's frozen ``ref`` copy)."""
-    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin
-                                   and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3):
-        trainer.save_model(str(adapter_dir))  # gathers sharded weights; saves every adapter
-        if trainer.is_world_process_zero():
-            shutil.rmtree(adapter_dir / "ref", ignore_errors=True)
-        return
-    if trainer.is_world_process_zero():
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
+    settings = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "reference": reference,
+                "init_adapter": str(init_adapter) if init_adapter else None}
+    return run_signature(settings, (pairs, eval_pairs), TRL_COLUMNS, init_adapter)
 
 
 def train_dpo(
@@ -310,137 +241,20 @@ def train_dpo(
     """
     output_dir = Path(output_dir)
     init_adapter = Path(init_adapter) if init_adapter is not None else None
-    _check_pairs(pairs)
-    ckpt_dir = output_dir / CHECKPOINTS
+    check_pairs(pairs)
     signature = _run_signature(pairs, model_cfg, train_cfg, init_adapter, reference, eval_pairs)
-
     timer = StepTimer()
     trainer = build_dpo_trainer(pairs, model_cfg, train_cfg, output_dir, init_adapter, reference,
                                 eval_pairs=eval_pairs, callbacks=[timer, *(callbacks or [])])
-    # Under accelerate/torchrun only the main process may discard stale checkpoints; the others wait for it.
-    if trainer.is_world_process_zero():
-        resume = _last_checkpoint(ckpt_dir, signature)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / _SIGNATURE).write_text(json.dumps({"signature": signature}))
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        resume = _last_checkpoint(ckpt_dir, signature)
-    if resume:
-        logger.warning("resuming DPO training from %s", resume)
-    output = trainer.train(resume_from_checkpoint=resume)
-
-    metrics = dict(output.metrics)
-    history = list(trainer.state.log_history)
-    num_tokens = next((entry["num_tokens"] for entry in reversed(history) if "num_tokens" in entry), None)
-    timing = timer.summary(num_tokens)
+    metrics, history, _ = run_training(trainer, output_dir, signature, timer, keep_checkpoints=keep_checkpoints,
+                                       label="DPO training")
     last = next((entry for entry in reversed(history) if "rewards/margins" in entry), {})
-    metrics.update(timing)
     metrics.update({
-        "global_step": trainer.state.global_step,
-        "resumed_from": resume,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "n_train_pairs": len(trainer.train_dataset),
-        "n_eval_pairs": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
         "reference": reference,
         "init_adapter": str(init_adapter) if init_adapter else None,
         "last_rewards/margins": last.get("rewards/margins"),
         "last_rewards/accuracies": last.get("rewards/accuracies"),
     })
-    if trainer.eval_dataset is not None:
-        # the final evaluation: the one logged at the last step when there is one (and no best checkpoint was
-        # reloaded), else a new pass over the held-out pairs
-        final = [entry for entry in history if "eval_loss" in entry and entry.get("step") == trainer.state.global_step]
-        reloaded = trainer.state.best_model_checkpoint is not None and trainer.args.load_best_model_at_end
-        metrics.update({k: v for k, v in final[-1].items() if k.startswith("eval_")} if final and not reloaded
-                       else trainer.evaluate())
-
-    _save_adapter(trainer, output_dir)
-    if trainer.is_world_process_zero():
-        csv_path = write_training_log(history, output_dir, metrics)
-        plot_training_curves({output_dir.name: csv_path}, output_dir / CURVES_PNG)
-        if not keep_checkpoints:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return TrainResult(
-        adapter_dir=output_dir, log_history=history, metrics=metrics,
-        seconds_per_step=timing["seconds_per_step"], tokens_per_second=timing["tokens_per_second"],
-        model=trainer.accelerator.unwrap_model(trainer.model),
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Pipeline stage
-
-
-def run_dpo_stage(config: PipelineConfig, run_dir: Path | str, stage: str = "dpo", force: bool = False) -> Path:
-    """Stage 1c (``stage='dpo'``) or 2c (``stage='dpo_further'``) on a run directory; returns the adapter folder.
-
-    Skips when the adapter is complete for this config (unless ``force``); refuses when its input is missing or was
-    made by another config.
-    """
-    run = RunDir(run_dir)
-    if stage == "dpo":
-        input_dir, input_stage, output = run.pairs, "pairs", run.dpo_adapter
-        train_cfg, init_adapter, reference = config.dpo, None, "base"
-        needed_by = "DPO (stage 1c)"
-    elif stage == "dpo_further":
-        input_dir, input_stage, output = run.selfgen_pairs, "selfgen", run.dpo_further_adapter
-        train_cfg, init_adapter = config.dpo_further, run.dpo_adapter
-        reference = config.dpo_further.stage2_reference
-        needed_by = "further DPO (stage 2c)"
-    else:
-        raise ValueError(f"stage must be 'dpo' or 'dpo_further', got {stage!r}")
-
-    main = _is_main_process()
-    if not force and is_complete(output, config, stage):
-        if main:
-            print(f"[{stage}] complete, skipping: {output} (use --force to retrain)")
-        return output
-    require(input_dir, config, input_stage, needed_by=needed_by)
-    if init_adapter is not None:
-        require(init_adapter, config, "dpo", needed_by=needed_by)
-    if stage == "dpo_further" and len(load_dataset_dir(input_dir)) == 0:
-        return _carry_over_stage1_adapter(config, run, output, input_dir, main)
-    pairs = load_pairs(input_dir)
-
-    # A finished adapter of another config (or a forced re-run) is replaced as a whole; an unfinished folder keeps
-    # its checkpoints so that train_dpo can resume.
-    if main:
-        if force:
-            shutil.rmtree(output, ignore_errors=True)
-        else:
-            (output / MANIFEST).unlink(missing_ok=True)  # stale "finished" marker of another config
-        record_config(run, config)
-        print(f"[{stage}] {len(pairs)} pairs from {input_dir} -> {output} (reference: {reference})")
-    result = train_dpo(pairs, config.model, train_cfg, output, init_adapter=init_adapter, reference=reference)
-    if main:
-        write_manifest(output, config, stage, extra={
-            "input": str(input_dir), "n_pairs": len(pairs), "reference": reference,
-            "init_adapter": str(init_adapter) if init_adapter else None,
-            "metrics": result.metrics,
-        })
-        print(f"[{stage}] done: {result.metrics.get('global_step')} steps, "
-              f"{result.seconds_per_step or float('nan'):.2f} s/step, adapter in {output}")
-    return output
-
-
-def _carry_over_stage1_adapter(config: PipelineConfig, run: RunDir, output: Path, input_dir: Path, main: bool
-                               ) -> Path:
-    """Stage 2c with no self-generated pairs (a model that never passed twice on any prompt): there is nothing to
-    learn from, so ``-dpo-further`` is the ``-dpo`` adapter unchanged. Said loudly and recorded in the manifest
-    (``skipped_training``), so a report can never present it as a trained model."""
-    if main:
-        shutil.rmtree(output, ignore_errors=True)
-        shutil.copytree(run.dpo_adapter, output, ignore=shutil.ignore_patterns(MANIFEST, "checkpoints"))
-        record_config(run, config)
-        write_manifest(output, config, "dpo_further", extra={
-            "input": str(input_dir), "n_pairs": 0, "skipped_training": True,
-            "init_adapter": str(run.dpo_adapter), "reference": config.dpo_further.stage2_reference,
-        })
-        print(f"[dpo_further] WARNING: {input_dir} has no pairs (no prompt got two distinct passing solutions); "
-              f"-dpo-further = the -dpo adapter unchanged -> {output}")
-    return output
-
-
-def _is_main_process() -> bool:
-    """Rank 0 (or no launcher). Read from the environment: the distributed state does not exist yet here."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return TrainResult(adapter_dir=output_dir, log_history=history, metrics=metrics,
+                       seconds_per_step=metrics["seconds_per_step"], tokens_per_second=metrics["tokens_per_second"],
+                       model=trainer.accelerator.unwrap_model(trainer.model))
