@@ -94,12 +94,12 @@ def main(argv=None) -> int:
     import torch
 
     from common.models.loading import load_tokenizer
-    from common.prompting.templates import resolve_style
-    from common.training.dpo import train_dpo
+    from common.prompting.style import prompt_style
+    from common.training.methods.dpo import train_dpo
 
     model_cfg = load_model_config(args.model)
     tokenizer = load_tokenizer(model_cfg)
-    style = resolve_style(model_cfg.prompt_style, tokenizer)
+    style = prompt_style(model_cfg, tokenizer)
     tasks = load_mbpp("train", source=args.mbpp).to_list()
     pairs = build_pairs(tasks, tokenizer, style, args.pairs, args.max_length)
     if len(pairs) < args.batch:

@@ -100,9 +100,14 @@ def main(argv: list[str] | None = None) -> int:
 
             run_pipeline(config, run_dir_for(args, config), force=args.force)
             return 0
+        from common.pipeline.registry import get_stage
         from common.pipeline.runner import run_stage
 
-        run_stage(args.stage, config, run_dir_for(args, config), force=args.force)
+        out = run_stage(args.stage, config, run_dir_for(args, config), force=args.force)
+        if get_stage(args.stage).produces == "report":
+            from common.evaluation.report.build import print_table
+
+            print_table(out)
         return 0
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -67,20 +67,7 @@ def test_typo_in_a_yaml_file_names_the_file(tmp_path):
         load_config(bad)
 
 
-def test_fingerprint_tracks_only_the_named_sections():
-    a = load_config(CONFIG_DIR / "smoke.yaml")
-    b = load_config(CONFIG_DIR / "smoke.yaml", ["evaluation.runs=3"])
-    assert a.fingerprint("dpo", "data") == b.fingerprint("dpo", "data")
-    assert a.fingerprint("evaluation") != b.fingerprint("evaluation")
-
-
-def test_train_and_eval_views_of_data_fingerprint_only_their_split():
-    base = load_config(CONFIG_DIR / "smoke.yaml")
-    eval_resized = load_config(CONFIG_DIR / "smoke.yaml", ["data.max_eval_tasks=3"])
-    train_resized = load_config(CONFIG_DIR / "smoke.yaml", ["data.max_train_tasks=5"])
-    assert base.fingerprint("data:train") == eval_resized.fingerprint("data:train")
-    assert base.fingerprint("data:eval") != eval_resized.fingerprint("data:eval")
-    assert base.fingerprint("data:eval") == train_resized.fingerprint("data:eval")
-    assert base.fingerprint("data:train") != train_resized.fingerprint("data:train")
-    assert base.fingerprint("data") != eval_resized.fingerprint("data")  # `prepare` writes both splits
-    assert base.section("data:eval") == {"source": "demo", "eval_split": "test", "max_eval_tasks": 4}
+def test_a_set_override_is_recorded_for_hints():
+    config = load_config(CONFIG_DIR / "smoke.yaml", ["dpo.lora_r=8"])
+    assert config._origin == (str(CONFIG_DIR / "smoke.yaml"), ["dpo.lora_r=8"])
+    assert "_origin" not in __import__("common.config", fromlist=["to_dict"]).to_dict(config)  # not a field

@@ -9,9 +9,11 @@ import random
 import pytest
 
 import common.generation
-from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
 from common.config import ConfigError, load_config
-from common.evaluation.sampling import run_evaluation, run_seed
+from common.evaluation.sampling import run_seed
+from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
+from common.pipeline.runner import run_stage
+from common.tasks.mbpp import load_mbpp
 from common.evaluation.metrics import (aggregate_run, avg_mi_macro, avg_mi_micro, mean_pass_at_k, pass_at_k, task_outcomes)
 from common.signals.mi import maintainability_index
 from common.prompting.templates import user_message
@@ -82,6 +84,14 @@ N = 4
 WRONG = "def wrong(*args):\n    return None\n"
 
 
+def run_evaluation(config, run_dir, force=False):
+    return run_stage("evaluate", config, run_dir, force=force)
+
+
+def unit_dir(run, variant, r):
+    return run.stage_dir("evaluate") / variant.replace("/", "_") / f"run{r}"
+
+
 def smoke_config(*extra):
     return load_config(REPO / "configs" / "smoke.yaml",
                        [f"sampling.num_samples={N}", "evaluation.k=[1,2,4]", "evaluation.runs=2",
@@ -123,15 +133,13 @@ class FakeBackend:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """Patch make_backend; returns (run, tasks, backends made)."""
-    from common.stage1 import load_tasks
-
     config = smoke_config()
     run = RunDir(tmp_path / "run")
-    tasks = [dict(t) for t in load_tasks(run, config, "test", "test")]
+    tasks = [dict(t) for t in load_mbpp("test", config.data.source, limit=config.data.max_eval_tasks)]
     made = []
 
     def factory(fail_on_seed=None):
-        def make_backend(sampling_cfg, model_cfg, adapter=None):
+        def make_backend(sampling_cfg, model_cfg, adapter=None, style=None):
             backend = FakeBackend(tasks, fail_on_seed)
             made.append((backend, adapter))
             return backend
@@ -164,7 +172,7 @@ def test_fake_backend_metrics_through_the_real_sandbox(fake):
     assert sorted({seed for seed, _ in backend.calls}) == [run_seed(config, 1), run_seed(config, 2)] == [0, 1]
     expected = expected_metrics(tasks)
     for r in (1, 2):
-        folder = run.evaluation("baseline", r)
+        folder = unit_dir(run, "baseline", r)
         rows = load_dataset_dir(folder)
         assert len(rows) == len(tasks) * N
         assert {"task_id", "sample_index", "code", "text", "passed", "status", "mi", "variant", "run",
@@ -176,8 +184,14 @@ def test_fake_backend_metrics_through_the_real_sandbox(fake):
         for key, value in expected.items():
             assert summary[key] == pytest.approx(value), key
         manifest = read_manifest(folder)
-        assert manifest["stage"] == "eval_baseline" and manifest["seed"] == r - 1 and manifest["run"] == r
-    assert not run.path("stage3", "work", "baseline", "run1").exists()  # work folder cleaned up when finished
+        assert manifest["stage"] == "evaluate" and manifest["variant"] == "baseline"
+        assert manifest["seed"] == r - 1 and manifest["run"] == r
+    assert not run.work_dir("evaluate").exists()  # work folder cleaned up when finished
+    # the evaluated tasks are frozen beside the samples, and the stage manifest lists every unit
+    assert len(load_dataset_dir(run.stage_dir("evaluate") / "tasks")) == len(tasks)
+    units = read_manifest(run.stage_dir("evaluate"))["units"]
+    assert [(u["variant"], u["run"], u["folder"]) for u in units] == [("baseline", 1, "baseline/run1"),
+                                                                       ("baseline", 2, "baseline/run2")]
 
 
 def test_crash_then_resume_then_no_recompute(fake):
@@ -186,14 +200,14 @@ def test_crash_then_resume_then_no_recompute(fake):
     factory(fail_on_seed=run_seed(config, 2))  # run 2 crashes
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_evaluation(config, run.root)
-    assert read_manifest(run.evaluation("baseline", 1)) is not None
-    assert read_manifest(run.evaluation("baseline", 2)) is None
+    assert read_manifest(unit_dir(run, "baseline", 1)) is not None
+    assert read_manifest(unit_dir(run, "baseline", 2)) is None
 
     factory()
     run_evaluation(config, run.root)
     resumed = made[-1][0]
     assert {seed for seed, _ in resumed.calls} == {run_seed(config, 2)}  # run 1 was not sampled again
-    rows = load_dataset_dir(run.evaluation("baseline", 2))
+    rows = load_dataset_dir(unit_dir(run, "baseline", 2))
     keys = list(zip(rows["task_id"], rows["sample_index"]))
     assert len(keys) == len(set(keys)) == len(tasks) * N  # no duplicates
 
@@ -234,7 +248,7 @@ def test_partial_work_is_resumed_chunk_by_chunk(fake, monkeypatch):
     factory()
     run_evaluation(config, run.root)
     assert sum(n for _, n in made[-1][0].calls) == len(tasks) - 2  # only the prompts not sampled before the crash
-    rows = load_dataset_dir(run.evaluation("baseline", 1))
+    rows = load_dataset_dir(unit_dir(run, "baseline", 1))
     assert len(rows) == len(set(zip(rows["task_id"], rows["sample_index"]))) == len(tasks) * N
 
 
@@ -249,7 +263,7 @@ def test_adapter_variants_are_checked(fake, tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     run_evaluation(smoke_config("evaluation.runs=1", f"evaluation.variants=[{adapter}]"), run.root)
     assert made[-1][1] == adapter.resolve()
-    assert len(load_dataset_dir(run.evaluation(str(adapter), 1))) == len(tasks) * N
+    assert len(load_dataset_dir(unit_dir(run, str(adapter), 1))) == len(tasks) * N
     with pytest.raises(ConfigError, match="evaluation.k"):
         run_evaluation(smoke_config("evaluation.k=[8]"), run.root)
 
@@ -260,7 +274,7 @@ def test_tiny_random_model_end_to_end(tmp_path):
                                                            "sampling.max_new_tokens=8"])
     run = RunDir(tmp_path / "run")
     run_evaluation(config, run.root)
-    rows = load_dataset_dir(run.evaluation("baseline", 1))
+    rows = load_dataset_dir(unit_dir(run, "baseline", 1))
     assert len(rows) == config.data.max_eval_tasks * config.sampling.num_samples
     assert set(rows["status"]) and all(isinstance(p, bool) for p in rows["passed"])
-    assert read_manifest(run.evaluation("baseline", 1))["summary"]["n_samples"] == len(rows)
+    assert read_manifest(unit_dir(run, "baseline", 1))["summary"]["n_samples"] == len(rows)

@@ -29,7 +29,7 @@ def test_batch_form_uses_a_pool_and_keeps_order_and_duplicates():
 def test_unparsable_code_has_no_mi():
     assert maintainability_index("def f(:\n    return") is None
     assert maintainability_index("def f():\nreturn 1") is None  # IndentationError
-    assert maintainability_index("") == 100.0  # radon scores empty code 100 (DESIGN §5)
+    assert maintainability_index("") == 100.0  # radon scores empty code 100 (docs/design.md)
 
 
 def test_comments_and_docstrings_raise_mi():

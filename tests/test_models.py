@@ -14,7 +14,8 @@ import torch
 
 from common.config import PAPER_LORA_TARGETS, load_model_config
 from common.models.loading import build_tiny_model, load_model, load_tokenizer, resolve_dtype
-from common.prompting.templates import SYSTEM_PROMPT, chat_messages, render_prompt, resolve_style
+from common.prompting.style import style_for_tokenizer
+from common.prompting.templates import SYSTEM_PROMPT, chat_messages, render_prompt
 
 TINY = ["tiny-gemma3", "tiny-qwen3", "tiny-llama"]
 
@@ -41,7 +42,7 @@ def test_tiny_model_with_the_real_gemma_tokenizer(tiny_model):
     model, tokenizer, _ = tiny_model("tiny-gemma3", tiny_tokenizer="gemma")
     assert len(tokenizer) == model.config.vocab_size == 262144  # extracted from the GGUF package, cached
     assert tokenizer.convert_tokens_to_ids("<end_of_turn>") == 106
-    assert resolve_style("chat", tokenizer) == "chat" and tokenizer.chat_template
+    assert style_for_tokenizer("chat", tokenizer) == "chat" and tokenizer.chat_template
     with pytest.raises(ValueError, match="tiny_tokenizer"):
         load_tokenizer(dataclasses.replace(load_model_config("tiny-llama"), tiny_tokenizer="huge"))
 
@@ -55,8 +56,8 @@ def test_tiny_gemma3_has_sliding_and_full_layers(tiny_model):
 def test_chat_template_is_attached_for_chat_configs_only(tiny_model):
     _, chat_tok, chat_cfg = tiny_model("tiny-gemma3")
     _, plain_tok, plain_cfg = tiny_model("tiny-llama")
-    assert resolve_style(chat_cfg.prompt_style, chat_tok) == "chat"
-    assert resolve_style(plain_cfg.prompt_style, plain_tok) == "completion"
+    assert style_for_tokenizer(chat_cfg.prompt_style, chat_tok) == "chat"
+    assert style_for_tokenizer(plain_cfg.prompt_style, plain_tok) == "completion"
     assert not plain_tok.chat_template  # the base Gemma tokenizer ships none
     messages = chat_messages({"text": "Write a function to add two numbers.", "code": "def add(a, b):\n"})
     text = render_prompt(chat_tok, messages)
@@ -122,7 +123,7 @@ def test_adapter_loading_trainable_and_merged(tmp_path, tiny_model):
 
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    from common import models_gguf
+    from common.models import gguf as models_gguf
 
     monkeypatch.setenv("MI_ALIGN_CACHE", str(tmp_path))
     target = tmp_path / "models" / "x"
@@ -143,7 +144,7 @@ def _build_once(cache: str, log: str) -> None:
     import os
 
     os.environ["MI_ALIGN_CACHE"] = cache
-    from common import models_gguf
+    from common.models import gguf as models_gguf
 
     target = Path(cache) / "models" / "entry"
     with models_gguf._locked("entry"):
@@ -170,7 +171,7 @@ def test_concurrent_builders_convert_once(tmp_path):
 
 
 def test_cache_entry_from_another_package_version_is_not_current(tmp_path, monkeypatch):
-    from common import models_gguf
+    from common.models import gguf as models_gguf
 
     entry = tmp_path / "entry"
     entry.mkdir()
@@ -190,7 +191,7 @@ def test_cache_entry_from_another_package_version_is_not_current(tmp_path, monke
 
 
 def test_gemma_270m_cache_and_shape(gemma_270m):
-    from common import models_gguf
+    from common.models import gguf as models_gguf
 
     model, tokenizer, cfg = gemma_270m
     directory = models_gguf.ensure_gemma_270m()  # cached: returns at once
@@ -202,7 +203,7 @@ def test_gemma_270m_cache_and_shape(gemma_270m):
     assert 260e6 < sum(p.numel() for p in model.parameters()) < 275e6
     assert model.config.vocab_size == 262144 and model.config.tie_word_embeddings
     assert model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
-    assert resolve_style(cfg.prompt_style, tokenizer) == "completion"
+    assert style_for_tokenizer(cfg.prompt_style, tokenizer) == "completion"
     assert not tokenizer.chat_template  # base model
     start = time.perf_counter()
     load_model(cfg, device="cpu")

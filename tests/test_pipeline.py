@@ -10,31 +10,27 @@ import time
 import pytest
 
 from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
-from tests.helpers import REPO
+from common.pipeline.registry import recipe
+from tests.helpers import REPO, smoke_config
 
-NOTEBOOKS = [
-    "1_global_dataset_generation/01_prepare_mbpp.ipynb",
-    "1_global_dataset_generation/02_generate_candidates.ipynb",
-    "1_global_dataset_generation/03_label_pairs.ipynb",
-    "2_fine_tuning_process/01_dpo.ipynb",
-    "2_fine_tuning_process/02_self_generation.ipynb",
-    "2_fine_tuning_process/03_dpo_further.ipynb",
-    "3_evaluation/01_evaluate.ipynb",
-    "3_evaluation/02_tables_and_figures.ipynb",
-]
+STAGES = [stage.name for stage in recipe(smoke_config())]
+NOTEBOOKS = [stage.notebook for stage in recipe(smoke_config())]  # the recipe's order is the notebooks' run order
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _check_artifacts(run: RunDir) -> None:
-    for folder in (run.mbpp, run.candidates, run.pairs, run.dpo_adapter, run.selfgen_pairs, run.dpo_further_adapter):
-        assert read_manifest(folder) is not None, f"no manifest in {folder}"
-    assert len(load_dataset_dir(run.pairs)) > 0
-    assert (run.dpo_adapter / "adapter_model.safetensors").is_file()
-    assert (run.dpo_further_adapter / "adapter_model.safetensors").is_file()
-    summary = (run.report / "summary.csv").read_text().splitlines()
+    for name in STAGES:
+        manifest = read_manifest(run.stage_dir(name))
+        assert manifest is not None and manifest["stage"] == name, f"no manifest in {run.stage_dir(name)}"
+    assert sorted(p.name for p in run.root.iterdir()) == sorted(
+        ["1_global_dataset_generation", "2_fine_tuning_process", "3_evaluation", "config.yaml"])
+    assert len(load_dataset_dir(run.stage_dir("pairs"))) > 0
+    assert (run.stage_dir("dpo") / "adapter_model.safetensors").is_file()
+    assert (run.stage_dir("dpo-further") / "adapter_model.safetensors").is_file()
+    summary = (run.stage_dir("report") / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 3 * 2  # header + 3 variants x 2 runs
-    assert (run.report / "tables.md").read_text().count("±") >= 3
+    assert (run.stage_dir("report") / "tables.md").read_text().count("±") >= 3
 
 
 def test_smoke_pipeline_through_the_cli(tmp_path):
@@ -48,24 +44,38 @@ def test_smoke_pipeline_through_the_cli(tmp_path):
     _check_artifacts(run)
     assert "baseline" in done.stdout and "dpo-further" in done.stdout and "±" in done.stdout
     # a random tiny model never passes twice, so stage 2c carried the -dpo adapter over; the report must say so
-    assert read_manifest(run.dpo_further_adapter)["skipped_training"] is True
-    assert "dpo-further was not trained" in (run.report / "tables.md").read_text()
+    assert read_manifest(run.stage_dir("dpo-further"))["skipped_training"] is True
+    assert "dpo-further was not trained" in (run.stage_dir("report") / "tables.md").read_text()
+    assert "=== stage 8/8: report ===" in done.stdout
     again = subprocess.run([sys.executable, "-m", "common", "run", "--config", "configs/smoke.yaml", "--run-dir",
                             str(run.root)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("up to date") + again.stdout.count("complete, skipping") >= 7  # nothing recomputed
-    # Resizing the evaluation re-prepares MBPP and re-evaluates, but keeps stages 1-2 (they read the train split)
-    adapter = read_manifest(run.dpo_adapter)
+    assert again.stdout.count("] up to date: ") == len(STAGES)  # nothing recomputed
+    assert "Table 1" in again.stdout  # `run` prints the table even when the report was up to date
+    # Resizing the evaluation re-evaluates, but keeps stages 1-2 (they read the train split alone)
+    adapter = read_manifest(run.stage_dir("dpo"))
     resized = subprocess.run([sys.executable, "-m", "common", "run", "--config", "configs/smoke.yaml", "--run-dir",
                               str(run.root), "--set", "data.max_eval_tasks=3"], cwd=REPO, env=ENV,
                              capture_output=True, text=True, timeout=600)
     assert resized.returncode == 0, resized.stderr[-3000:]
-    for stage in ("candidates", "pairs", "self-generation"):
+    for stage in STAGES[:6]:
         assert f"[{stage}] up to date" in resized.stdout, (stage, resized.stdout[-3000:])
-    assert resized.stdout.count("complete, skipping") == 2  # dpo and dpo-further
-    assert read_manifest(run.dpo_adapter)["uid"] == adapter["uid"]
+    assert read_manifest(run.stage_dir("dpo"))["uid"] == adapter["uid"]
     assert "up to date" not in "".join(line for line in resized.stdout.splitlines() if "[evaluate]" in line)
-    assert "3 evaluation tasks" in (run.report / "tables.md").read_text()
+    assert "3 evaluation tasks" in (run.stage_dir("report") / "tables.md").read_text()
+
+
+def test_a_missing_input_names_the_command_with_the_users_own_config(tmp_path):
+    """The hint repeats --config and --set, so following it builds the artifact of this config, not the default's."""
+    done = subprocess.run([sys.executable, "-m", "common", "pairs", "--config", "configs/smoke.yaml", "--set",
+                           "stage1.max_variants=2", "--run-dir", str(tmp_path / "run")], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert ("run `python -m common prepare --config configs/smoke.yaml --set stage1.max_variants=2 --run-dir "
+            f"{tmp_path / 'run'}` first") in done.stderr
+    legacy = subprocess.run([sys.executable, "-m", "common", "label-pairs", "--help"], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert legacy.returncode == 0  # the earlier command names still work
 
 
 def test_notebooks_run_top_to_bottom_with_the_smoke_config(tmp_path):

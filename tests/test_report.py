@@ -7,11 +7,12 @@ import statistics
 import pytest
 from datasets import Dataset
 
-from common.pipeline.artifacts import RunDir, save_dataset, write_manifest
 from common.config import load_config
-from common.evaluation.sampling import EVAL_STAGES, run_seed
-from common.evaluation.report.build import (CURVES_PNG, METRICS_PNG, MI_PNG, PER_TASK_CSV, SUMMARY_CSV, TABLES_MD, collect_runs,
-                           print_table, run_report)
+from common.evaluation.report.build import (CURVES_PNG, METRICS_PNG, MI_PNG, PER_TASK_CSV, SUMMARY_CSV, TABLES_MD,
+                                            collect_runs, print_table)
+from common.evaluation.sampling import run_seed
+from common.pipeline.artifacts import ArtifactError, RunDir, read_manifest, save_dataset, write_manifest
+from common.pipeline.runner import run_stage, write_stage_manifest
 from common.evaluation.report.stats import compare_to_baseline, mean_std
 from common.evaluation.report.tables import fmt_mean_std
 from tests.helpers import REPO
@@ -38,10 +39,24 @@ def write_run(run, config, variant, r, passes_per_task, mi_of):
                          "finish_reason": "stop", "num_tokens": 3, "passed": passed,
                          "status": "passed" if passed else "failed", "detail": "", "duration": 0.01,
                          "mi": float(mi_of(tid, i)), "variant": variant, "run": r, "seed": run_seed(config, r)})
-    folder = run.evaluation(variant, r)
+    folder = run.stage_dir("evaluate") / variant / f"run{r}"
     save_dataset(Dataset.from_list(rows), folder)
-    write_manifest(folder, config, EVAL_STAGES[variant], extra={"variant": variant, "run": r,
-                                                                 "seed": run_seed(config, r)})
+    write_manifest(folder, "evaluate", "unit", extra={"variant": variant, "run": r, "seed": run_seed(config, r)})
+
+
+def finish_evaluation(run, config):
+    """The evaluate stage's manifest over the units on disk (what the evaluate stage writes when it finishes)."""
+    units = []
+    for variant in config.evaluation.variants:
+        for r in range(1, config.evaluation.runs + 1):
+            folder = run.stage_dir("evaluate") / variant / f"run{r}"
+            units.append({"variant": variant, "run": r, "seed": run_seed(config, r), "folder": f"{variant}/run{r}",
+                          "uid": read_manifest(folder)["uid"]})
+    write_stage_manifest(run, config, "evaluate", {"units": units})
+
+
+def run_report(config, run_dir):
+    return run_stage("report", config, run_dir)
 
 
 def baseline_passes(r):
@@ -59,6 +74,7 @@ def populated(tmp_path):
     for r in (1, 2, 3):
         write_run(run, config, "baseline", r, baseline_passes(r), lambda tid, i: 70 + (tid % 5))
         write_run(run, config, "dpo", r, dpo_passes(r), lambda tid, i: 72 + (tid % 5) + r * 0.1)
+    finish_evaluation(run, config)
     return config, run
 
 
@@ -89,7 +105,9 @@ def test_tables_show_mean_std_and_the_change_against_baseline(populated):
     values = [100 * sum(baseline_passes(r)(t) > 0 for t in range(1, N_TASKS + 1)) / N_TASKS for r in (1, 2, 3)]
     assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" in text
     assert "Table 1" in text and "Table 2" in text and "Wilcoxon" in text and "paired t" in text
-    [macro] = [c for c in compare_to_baseline(collect_runs(config, run.root)[0], ["avg_mi_macro"])]
+    samples = run.stage_dir("evaluate")
+    [macro] = [c for c in compare_to_baseline(collect_runs(samples, read_manifest(samples), config.evaluation.k),
+                                              ["avg_mi_macro"])]
     assert macro.variant == "dpo" and macro.n_pairs == 3
     assert macro.delta == pytest.approx(2.2, abs=0.05)  # MI 2 + 0.1 r higher on every task: mean over r = 2.2
     assert macro.better == N_TASKS and macro.worse == 0 and macro.p_tasks < 0.001
@@ -102,14 +120,14 @@ def test_report_figures_are_png_files(populated):
     for name in (METRICS_PNG, MI_PNG):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert not (out / CURVES_PNG).exists()  # no training logs: skipped, said so in the notes
+    assert not (out / CURVES_PNG).exists()  # no training logs beside the dpo adapter: skipped, said so
     assert "training curves not drawn" in (out / TABLES_MD).read_text()
 
 
 def test_training_curves_drawn_when_logs_exist(populated):
     config, run = populated
-    run.dpo_adapter.mkdir(parents=True)
-    (run.dpo_adapter / "training_log.csv").write_text("step,loss,rewards/margins\n1,0.69,0.0\n2,0.6,0.2\n")
+    run.stage_dir("dpo").mkdir(parents=True)
+    (run.stage_dir("dpo") / "training_log.csv").write_text("step,loss,rewards/margins\n1,0.69,0.0\n2,0.6,0.2\n")
     out = run_report(config, run.root)
     assert (out / CURVES_PNG).read_bytes()[:4] == b"\x89PNG"
     assert f"]({CURVES_PNG})" in (out / TABLES_MD).read_text()
@@ -146,24 +164,27 @@ def test_report_is_not_rewritten_when_up_to_date_and_print_table(populated, caps
     assert (out / SUMMARY_CSV).stat().st_mtime_ns == mtime and "up to date" in capsys.readouterr().out
     # a new evaluation run is a new input: the report is rebuilt
     write_run(run, config, "dpo", 3, dpo_passes(1), lambda tid, i: 99.0)
+    finish_evaluation(run, config)
     run_report(config, run.root)
     # judged by content: two writes within one file-system timestamp tick can leave mtime_ns unchanged
     after = (out / SUMMARY_CSV).read_text()
     assert after != before and "99" in after and "99" not in before
-    text = print_table(run.root)
+    text = print_table(out)
     assert "Table 1" in text and "## Figures" not in text and "Table 1" in capsys.readouterr().out
 
 
-def test_missing_and_stale_runs_are_left_out_with_a_note(populated):
+def test_stale_or_partial_evaluations_are_refused_never_mixed_in(populated):
     config, run = populated
-    config.evaluation.runs = 4  # run 4 was never evaluated; runs 1-3 stay valid
-    write_run(run, config, "baseline", 2, baseline_passes(2), lambda tid, i: 70)
-    config.sampling.temperature = 0.61  # now every run is stale ...
-    with pytest.raises(Exception, match="no finished evaluation runs"):
+    config.evaluation.runs = 4  # run 4 was never evaluated: the evaluation is not finished for this config
+    with pytest.raises(ArtifactError, match=r"evaluate.*fields that differ: evaluation.runs.*python -m common evaluate"):
+        run_report(config, run.root)
+    config.evaluation.runs = 3
+    config.sampling.temperature = 0.61  # now every run is stale
+    with pytest.raises(ArtifactError, match=r"evaluate.*sampling"):
         run_report(config, run.root)
     config.sampling.temperature = 0.6
     text = (run_report(config, run.root) / TABLES_MD).read_text()
-    assert "baseline run 4: not evaluated" in text
+    assert "Table 1" in text and "3_evaluation/evaluate/<variant>/run<r>" in text
 
 
 @pytest.mark.skipif(not SHARED_PAPER_CSV.is_file(), reason=f"{SHARED_PAPER_CSV} not found")

@@ -5,11 +5,11 @@ import json
 import pytest
 
 import common.generation as generation
-from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, write_manifest
-from common.config import CONFIG_DIR, load_config
 from common.generation import Completion, GenerationBackend
-from common.preference.self_generation import load_selfgen_samples, run_self_generation
-from common.stage1 import load_tasks
+from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir
+from common.pipeline.runner import write_stage_manifest
+from common.preference.self_generation import SAMPLES
+from tests.helpers import run_stages, smoke_config
 
 FAILING = "def nothing():\n    return None"
 
@@ -46,32 +46,40 @@ class ScriptedBackend(GenerationBackend):
 
 @pytest.fixture
 def run_with_stage1_adapter(tmp_path):
-    config = load_config(CONFIG_DIR / "smoke.yaml", ["sampling.num_samples=3", "self_generation.rounds=3"])
+    config = smoke_config("sampling.num_samples=3", "self_generation.rounds=3")
     run = RunDir(tmp_path / "run")
-    write_manifest(run.dpo_adapter, config, "dpo")  # stands in for a trained -dpo adapter: the backend is scripted
-    tasks = list(load_tasks(run, config, "train", "test"))
+    tasks = list(load_dataset_dir(run_stages(config, run.root, "prepare")))
+    write_stage_manifest(run, config, "dpo")  # stands in for a trained -dpo adapter: the backend is scripted
     return config, run, tasks
+
+
+def self_generate(config, run):
+    return run_stages(config, run.root, "self-generation")
+
+
+def samples_of(run):
+    return load_dataset_dir(run.stage_dir("self-generation") / SAMPLES)
 
 
 def test_rounds_requeue_failed_prompts_with_the_failed_solution(run_with_stage1_adapter, monkeypatch):
     config, run, tasks = run_with_stage1_adapter
     backend = ScriptedBackend(tasks)
     seen = {}
-    monkeypatch.setattr(generation, "make_backend", lambda s, m, adapter=None: seen.setdefault("adapter", adapter)
+    monkeypatch.setattr(generation, "make_backend", lambda s, m, adapter=None, style=None: seen.setdefault("adapter", adapter)
                         and backend or backend)
-    run_self_generation(config, run.root)
-    assert seen["adapter"] == run.dpo_adapter  # the -dpo model samples
-    rounds = json.loads((run.selfgen / "rounds.json").read_text())
+    self_generate(config, run)
+    assert seen["adapter"] == run.stage_dir("dpo")  # the -dpo model samples
+    rounds = json.loads((run.stage_dir("self-generation") / "rounds.json").read_text())
     odd = [t for t in tasks if t["task_id"] % 2]
     assert [r["prompts"] for r in rounds] == [len(tasks), len(odd)]  # round 3 never needed
     retried = [p for p in backend.prompts_seen if "did not pass all test cases" in p[-1]["content"]]
     assert len(retried) == len(odd) and all(FAILING in p[-1]["content"] for p in retried)
-    pairs = load_dataset_dir(run.selfgen_pairs)
+    pairs = load_dataset_dir(run.stage_dir("self-generation"))
     assert sorted(pairs["task_id"]) == sorted(t["task_id"] for t in tasks)
     for row in pairs:
         assert row["chosen_mi"] > row["rejected_mi"] and "# Documented solution." in row["chosen"]
         assert "did not pass" not in row["prompt"][-1]["content"]  # the stored prompt is the original one
-    samples = load_selfgen_samples(run.root)
+    samples = samples_of(run)
     assert len(samples) == 3 * (len(tasks) + len(odd))
     assert set(samples["round"]) == {1, 2}
 
@@ -81,27 +89,30 @@ def test_a_crash_mid_round_resumes_without_losing_or_duplicating_rows(run_with_s
     crashing = ScriptedBackend(tasks, crash_after=len(tasks) + 1)  # dies inside round 2
     monkeypatch.setattr(generation, "make_backend", lambda *a, **k: crashing)
     with pytest.raises(KeyboardInterrupt):
-        run_self_generation(config, run.root)
+        self_generate(config, run)
     resumed = ScriptedBackend(tasks)
     monkeypatch.setattr(generation, "make_backend", lambda *a, **k: resumed)
-    run_self_generation(config, run.root)
+    self_generate(config, run)
     odd = [t for t in tasks if t["task_id"] % 2]
     # round 1 came from disk; round 2 was lost with its chunk (a backend without `stream` commits per call)
     assert len(resumed.prompts_seen) == len(odd)
     assert all("did not pass all test cases" in p[-1]["content"] for p in resumed.prompts_seen)
 
     clean = RunDir(tmp_path / "clean")
-    write_manifest(clean.dpo_adapter, config, "dpo")
+    run_stages(config, clean.root, "prepare")
+    write_stage_manifest(clean, config, "dpo")
     monkeypatch.setattr(generation, "make_backend", lambda *a, **k: ScriptedBackend(tasks))
-    run_self_generation(config, clean.root)
+    self_generate(config, clean)
     def rows(root):  # every column but the measured execution time
-        return [{k: v for k, v in row.items() if k != "duration"} for row in load_selfgen_samples(root)]
+        return [{k: v for k, v in row.items() if k != "duration"} for row in samples_of(root)]
 
-    assert rows(run.root) == rows(clean.root)
-    assert load_dataset_dir(run.selfgen_pairs).to_list() == load_dataset_dir(clean.selfgen_pairs).to_list()
+    assert rows(run) == rows(clean)
+    assert (load_dataset_dir(run.stage_dir("self-generation")).to_list()
+            == load_dataset_dir(clean.stage_dir("self-generation")).to_list())
 
 
 def test_refuses_to_start_without_the_stage1_adapter(tmp_path):
-    config = load_config(CONFIG_DIR / "smoke.yaml")
+    config = smoke_config()
+    run_stages(config, tmp_path / "run", "prepare")
     with pytest.raises(ArtifactError, match="python -m common dpo"):
-        run_self_generation(config, tmp_path / "run")
+        self_generate(config, RunDir(tmp_path / "run"))

@@ -3,25 +3,22 @@
 import pytest
 
 from common.pipeline.artifacts import ArtifactError, RunDir, load_dataset_dir, read_manifest
-from common.config import CONFIG_DIR, load_config
 from common.prompting.extract import strip_fence
-from common.signals.mi import maintainability_index
 from common.sandbox import run_batch
-from common.stage1 import generate_candidates, label_pairs, load_tasks, prepare_mbpp
-from tests.helpers import MBPP_JSONL, requires_mbpp
+from common.signals.mi import maintainability_index
+from tests.helpers import MBPP_JSONL, requires_mbpp, run_stages, smoke_config
 
 PAIR_COLUMNS = {"prompt", "chosen", "rejected", "task_id", "chosen_mi", "rejected_mi", "generator"}
 
 
-def _config(*overrides):
-    return load_config(CONFIG_DIR / "smoke.yaml", list(overrides))
+_config = smoke_config
 
 
 def _check_pairs(run, config, style):
-    pairs = load_dataset_dir(run.pairs)
+    pairs = load_dataset_dir(run.stage_dir("pairs"))
     assert PAIR_COLUMNS <= set(pairs.column_names)
     assert len(pairs) > 0
-    tasks = {t["task_id"]: t for t in load_tasks(run, config, "train", "test")}
+    tasks = {t["task_id"]: t for t in load_dataset_dir(run.stage_dir("prepare"))}
     # one pair per task with the default 'extremes' pairing: no task appears twice
     assert len(set(pairs["task_id"])) == len(pairs)
     jobs = []
@@ -45,39 +42,37 @@ def _check_pairs(run, config, style):
 def test_rewrite_generator_on_demo_tasks_builds_valid_pairs_and_is_idempotent(tmp_path):
     config = _config()
     run = RunDir(tmp_path / "run")
-    label_pairs_input = generate_candidates(config, run.root)
-    manifest = read_manifest(label_pairs_input)
+    candidates = run_stages(config, run.root, "prepare", "candidates")
+    manifest = read_manifest(candidates)
     assert manifest["summary"]["pass_rate"] > 0.9
-    label_pairs(config, run.root)
+    pairs = run_stages(config, run.root, "pairs")
     first = _check_pairs(run, config, "chat").to_list()
-    stamp = (run.pairs / "manifest.json").stat().st_mtime_ns
-    label_pairs(config, run.root)  # complete: skipped, nothing rewritten
-    assert (run.pairs / "manifest.json").stat().st_mtime_ns == stamp
-    generate_candidates(config, run.root, force=True)
-    label_pairs(config, run.root, force=True)  # recomputed from scratch: the same rows
-    assert load_dataset_dir(run.pairs).to_list() == first
-    assert (run.pairs / "mi_distribution.png").stat().st_size > 1000
+    stamp = (pairs / "manifest.json").stat().st_mtime_ns
+    run_stages(config, run.root, "pairs")  # up to date: skipped, nothing rewritten
+    assert (pairs / "manifest.json").stat().st_mtime_ns == stamp
+    run_stages(config, run.root, "candidates", "pairs", force=True)  # recomputed from scratch: the same rows
+    assert load_dataset_dir(pairs).to_list() == first
+    assert (pairs / "mi_distribution.png").stat().st_size > 1000
 
 
 def test_label_pairs_refuses_missing_or_foreign_candidates(tmp_path):
     config = _config()
-    with pytest.raises(ArtifactError, match="generate-candidates"):
-        label_pairs(config, tmp_path / "run")
-    generate_candidates(config, tmp_path / "run")
+    run_stages(config, tmp_path / "run", "prepare")
+    with pytest.raises(ArtifactError, match="python -m common candidates --config .*smoke.yaml --run-dir"):
+        run_stages(config, tmp_path / "run", "pairs")
+    run_stages(config, tmp_path / "run", "candidates")
     other = _config("stage1.max_variants=2")
-    with pytest.raises(ArtifactError, match="different config.*stage1"):
-        label_pairs(other, tmp_path / "run")
+    with pytest.raises(ArtifactError, match="different config.*stage1.max_variants.*--set stage1.max_variants=2"):
+        run_stages(other, tmp_path / "run", "pairs")
 
 
 def test_paper_mode_keeps_ties_and_default_drops_them(tmp_path):
     strict = _config("stage1.max_variants=6")
-    generate_candidates(strict, tmp_path / "a")
-    label_pairs(strict, tmp_path / "a")
+    run_stages(strict, tmp_path / "a", "prepare", "candidates", "pairs")
     paper = _config("stage1.max_variants=6", "stage1.keep_ties=true", "stage1.min_mi_margin=0", "stage1.pairing=all")
-    generate_candidates(paper, tmp_path / "b")
-    label_pairs(paper, tmp_path / "b")
-    strict_pairs = load_dataset_dir(RunDir(tmp_path / "a").pairs)
-    all_pairs = load_dataset_dir(RunDir(tmp_path / "b").pairs)
+    run_stages(paper, tmp_path / "b", "prepare", "candidates", "pairs")
+    strict_pairs = load_dataset_dir(RunDir(tmp_path / "a").stage_dir("pairs"))
+    all_pairs = load_dataset_dir(RunDir(tmp_path / "b").stage_dir("pairs"))
     assert min(strict_pairs["mi_margin"]) > 0
     assert len(all_pairs) > len(strict_pairs)
     assert all(c != r for c, r in zip(all_pairs["chosen"], all_pairs["rejected"]))
@@ -87,9 +82,8 @@ def test_paper_mode_keeps_ties_and_default_drops_them(tmp_path):
 def test_rewrite_generator_on_real_mbpp_train_tasks(tmp_path):
     config = _config(f"data.source={MBPP_JSONL}", "data.max_train_tasks=40", "model=gemma-3-270m")
     run = RunDir(tmp_path / "run")
-    prepare_mbpp(config, run.root)
-    assert len(load_dataset_dir(run.mbpp / "train")) == 40
-    generate_candidates(config, run.root)
-    label_pairs(config, run.root)
+    run_stages(config, run.root, "prepare")
+    assert len(load_dataset_dir(run.stage_dir("prepare"))) == 40
+    run_stages(config, run.root, "candidates", "pairs")
     pairs = _check_pairs(run, config, "completion")
     assert len(pairs) >= 30  # measured: pairs for most tasks (see README for the full 372)

@@ -8,7 +8,7 @@ import pytest
 from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
 from common.config import CONFIG_DIR, load_config
 from common.tasks.mbpp import load_mbpp
-from common.stage1 import generate_candidates, label_pairs
+from tests.helpers import run_stages, smoke_config
 from tests.test_api_backend import Server
 
 
@@ -42,18 +42,16 @@ def test_api_generator_builds_pairs_from_a_local_openai_compatible_server(api_se
         "stage1_sampling.api_key_env=MI_ALIGN_NO_KEY",
     ])
     run = RunDir(tmp_path / "run")
-    generate_candidates(config, run.root)
-    candidates = load_dataset_dir(run.candidates)
+    candidates = load_dataset_dir(run_stages(config, run.root, "prepare", "candidates"))
     n_tasks = config.data.max_train_tasks
     assert len(candidates) == 2 * n_tasks and all(candidates["passed"])
     assert set(candidates["origin"]) == {"code_output_1", "code_output_2"}
     assert not any("```" in code for code in candidates["code"])  # fences stripped before MI
     assert len(api_server.requests) == n_tasks
-    label_pairs(config, run.root)
-    pairs = load_dataset_dir(run.pairs)
+    pairs = load_dataset_dir(run_stages(config, run.root, "pairs"))
     assert len(pairs) == n_tasks and all("# Commented twin." in c for c in pairs["chosen"])
     assert set(pairs["generator"]) == {"api:fake-gemini"}
-    generate_candidates(config, run.root)  # complete: no new requests
+    run_stages(config, run.root, "candidates")  # up to date: no new requests
     assert len(api_server.requests) == n_tasks
 
 
@@ -63,13 +61,15 @@ def test_local_generator_samples_runs_and_records_every_candidate(tmp_path):
         "data.max_train_tasks=3",
     ])
     run = RunDir(tmp_path / "run")
-    generate_candidates(config, run.root)
-    candidates = load_dataset_dir(run.candidates)
+    candidates = load_dataset_dir(run_stages(config, run.root, "prepare", "candidates"))
     assert len(candidates) == 9
     assert sorted(set(candidates["candidate_index"])) == [0, 1, 2]
     assert set(candidates["generator"]) == {"local:tiny-gemma3"}
     # a random tiny model writes no working code: every candidate is executed and fails, none is paired
     assert set(candidates["status"]) <= {"failed", "error", "timeout"} and not any(candidates["passed"])
-    assert read_manifest(run.candidates)["summary"]["tasks_with_2_passing"] == 0
-    label_pairs(config, run.root)
-    assert len(load_dataset_dir(run.pairs)) == 0
+    assert read_manifest(run.stage_dir("candidates"))["summary"]["tasks_with_2_passing"] == 0
+    empty = load_dataset_dir(run_stages(config, run.root, "pairs"))
+    assert len(empty) == 0
+    # an empty pairs dataset has the same schema as a full one (common.preference.pairing.pair_features)
+    full = load_dataset_dir(run_stages(smoke_config(), tmp_path / "full", "prepare", "candidates", "pairs"))
+    assert len(full) > 0 and empty.features == full.features

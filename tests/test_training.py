@@ -10,14 +10,16 @@ import pytest
 import torch
 from datasets import Dataset
 
-from common.pipeline.artifacts import ArtifactError, RunDir, read_manifest, write_manifest
-from common.config import CONFIG_DIR, DPOTrainingConfig, load_config, load_model_config
+from common.config import CONFIG_DIR, ConfigError, DPOTrainingConfig, load_config, load_model_config
 from common.models.loading import load_model
+from common.pipeline.artifacts import ArtifactError, RunDir, read_manifest
+from common.pipeline.runner import run_stage, write_stage_manifest
+from common.preference.trl_format import split_eval, to_trl_format
 from common.prompting.templates import build_prompt, completion_target
-from common.training.dpo import (
-    CHECKPOINTS, _last_checkpoint, _run_signature, build_dpo_trainer, dpo_config, run_dpo_stage,
-    score_only_completions_on_cpu, split_eval, to_trl_format, train_dpo, training_model_config,
-)
+from common.training.methods.dpo import (_run_signature, build_dpo_trainer, dpo_config, train_dpo,
+                                         training_model_config)
+from common.training.runner import CHECKPOINTS, last_checkpoint as _last_checkpoint
+from common.training.trl_patches import score_only_completions_on_cpu
 from common.training.logs import CURVES_PNG, LOG_CSV, plot_training_curves, read_training_log
 
 # Short prompts and completions keep every training step well under a second on 2 cores.
@@ -274,7 +276,7 @@ def test_early_stopping_on_held_out_pairs(chat_cfg, tmp_path):
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
     assert args.eval_strategy == args.save_strategy == "steps"
     result = train_dpo(make_pairs("chat"), chat_cfg, cfg, tmp_path / "e")
-    assert result.metrics["n_train_pairs"] == 2 and result.metrics["n_eval_pairs"] == 2
+    assert result.metrics["n_train_rows"] == 2 and result.metrics["n_eval_rows"] == 2
     assert "eval_loss" in result.metrics and result.metrics["best_checkpoint"]
     with pytest.raises(ValueError, match="eval_fraction"):
         dpo_config(tcfg(early_stopping_patience=1), tmp_path / "b", has_eval=False)
@@ -320,7 +322,7 @@ def test_plot_training_curves_several_runs(stage1, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# run_dpo_stage on a run directory
+# The adapter stages (dpo, dpo-further) on a run directory
 
 
 def _smoke_config(*overrides):
@@ -329,52 +331,56 @@ def _smoke_config(*overrides):
     return load_config(CONFIG_DIR / "smoke.yaml", [*short, *overrides])
 
 
-def test_run_dpo_stage_end_to_end(tmp_path, capsys):
+def _fake_pairs(run, config, name, pairs):
+    """A finished pairs artifact of stage ``name`` holding ``pairs`` (stands in for stage 1b / self-generation)."""
+    pairs.save_to_disk(str(run.stage_dir(name)))
+    write_stage_manifest(run, config, name)
+
+
+def test_adapter_stages_end_to_end(tmp_path, capsys):
     config = _smoke_config()
     run = RunDir(tmp_path / "run")
-    make_pairs("chat").save_to_disk(str(run.pairs))
-    write_manifest(run.pairs, config, "pairs")
+    _fake_pairs(run, config, "pairs", make_pairs("chat"))
 
     # further DPO before stage 1c: its inputs are missing
-    with pytest.raises(ArtifactError, match="selfgen"):
-        run_dpo_stage(config, run.root, "dpo_further")
+    with pytest.raises(ArtifactError, match="self-generation"):
+        run_stage("dpo-further", config, run.root)
 
-    out = run_dpo_stage(config, run.root, "dpo")
-    assert out == run.dpo_adapter
+    out = run_stage("dpo", config, run.root)
+    assert out == run.stage_dir("dpo") == run.root / "2_fine_tuning_process" / "dpo"
     for name in ("adapter_model.safetensors", "adapter_config.json", "manifest.json", LOG_CSV, CURVES_PNG):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
     assert manifest["stage"] == "dpo" and manifest["metrics"]["global_step"] == 1
     assert "trl" in manifest["versions"] and manifest["n_pairs"] == 4
+    assert manifest["reads"]["dpo"]["max_steps"] == 1 and set(manifest["reads"]) == {"model", "dpo"}
 
     stamp = (out / "manifest.json").stat().st_mtime_ns
     capsys.readouterr()
-    run_dpo_stage(config, run.root, "dpo")
-    assert "skipping" in capsys.readouterr().out
+    run_stage("dpo", config, run.root)
+    assert "up to date" in capsys.readouterr().out
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
 
-    make_pairs("chat").select([1, 2]).save_to_disk(str(run.selfgen_pairs))
-    write_manifest(run.selfgen_pairs, config, "selfgen")
-    further = run_dpo_stage(config, run.root, "dpo_further")
+    _fake_pairs(run, config, "self-generation", make_pairs("chat").select([1, 2]))
+    further = run_stage("dpo-further", config, run.root)
     assert read_manifest(further)["reference"] == config.dpo_further.stage2_reference
-    assert read_manifest(further)["init_adapter"] == str(run.dpo_adapter)
+    assert read_manifest(further)["init_adapter"] == str(run.stage_dir("dpo"))
+    assert read_manifest(further)["inputs"]["init_adapter"]["uid"] == read_manifest(out)["uid"]
 
 
-def test_run_dpo_stage_refuses_bad_inputs(tmp_path):
+def test_adapter_stage_refuses_bad_inputs(tmp_path):
     config = _smoke_config()
     with pytest.raises(ArtifactError, match="missing"):
-        run_dpo_stage(config, tmp_path / "nothing", "dpo")
+        run_stage("dpo", config, tmp_path / "nothing")
 
     run = RunDir(tmp_path / "other")
-    make_pairs("chat").save_to_disk(str(run.pairs))
-    write_manifest(run.pairs, _smoke_config("stage1.max_variants=3"), "pairs")
+    _fake_pairs(run, _smoke_config("stage1.max_variants=3"), "pairs", make_pairs("chat"))
     with pytest.raises(ArtifactError, match="different config"):
-        run_dpo_stage(config, run.root, "dpo")
+        run_stage("dpo", config, run.root)
 
     empty = RunDir(tmp_path / "empty")
-    make_pairs("chat").select([]).save_to_disk(str(empty.pairs))
-    write_manifest(empty.pairs, config, "pairs")
-    with pytest.raises(ValueError, match=rf"{empty.pairs}.*empty"):
-        run_dpo_stage(config, empty.root, "dpo")
-    with pytest.raises(ValueError, match="stage must be"):
-        run_dpo_stage(config, empty.root, "sft")
+    _fake_pairs(empty, config, "pairs", make_pairs("chat").select([]))
+    with pytest.raises(ValueError, match=rf"{empty.stage_dir('pairs')}.*empty"):
+        run_stage("dpo", config, empty.root)
+    with pytest.raises(ConfigError, match="unknown stage 'sft'"):
+        run_stage("sft", config, empty.root)

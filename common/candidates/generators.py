@@ -1,4 +1,5 @@
-"""Stage 1a candidate generators, all behind one call: ``GENERATORS[name](tasks, config, work_dir) -> rows``.
+"""Stage 1a candidate generators, all behind one call: ``GENERATORS[name](tasks, config, work_dir) -> rows``, where
+``config`` is the ``candidates`` stage's view of the config.
 
 - ``api``: an OpenAI-compatible chat model (the paper used Gemini 2.5 Pro) asked for two different correct
   implementations in one JSON object {task_id, code_output_1, code_output_2}.
@@ -7,7 +8,7 @@
   anywhere (``make demo``, CI).
 
 Each row is one candidate: task_id, candidate_index, code, generator, origin. Execution and MI come later
-(``common.scoring``), the same way for every generator. LLM generators stream through the resumable sampling job,
+(``common.signals.scoring``), the same way for every generator. LLM generators stream through the resumable sampling job,
 so a crashed stage 1a continues where it stopped.
 """
 

@@ -1,6 +1,15 @@
-"""Evaluation metrics. pass@k follows Chen et al. 2021 ("Evaluating Large Language Models Trained on Code")."""
+"""Evaluation metrics: where a stage-3 number is aggregated. pass@k follows Chen et al. 2021 ("Evaluating Large
+Language Models Trained on Code"); the average MI is the paper's (macro over tasks with a passing sample).
+
+From per-sample verdicts (task_id, passed, mi) to the numbers of the paper's table: ``task_outcomes`` groups samples
+by task, ``aggregate_run`` computes every number of one (variant, run). The evaluate and report stages both call it.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -22,12 +31,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Stage 3 aggregates (common.evaluation / common.report): from per-sample verdicts (task_id, passed, mi) to the
-# numbers of the paper's table. Appended below pass_at_k, hence the imports here.
-
-import math  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, Iterable, Sequence  # noqa: E402
+# Per-task outcomes and run aggregates
 
 
 @dataclass(frozen=True)

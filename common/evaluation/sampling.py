@@ -148,7 +148,6 @@ def run_evaluation(ctx: Any) -> dict[str, Any]:
             folder = ctx.output / variant.folder / f"run{r}"
             units.append({"variant": variant.name, "run": r, "seed": run_seed(config, r),
                           "folder": folder.relative_to(ctx.output).as_posix(), "uid": read_manifest(folder)["uid"]})
-    shutil.rmtree(ctx.work, ignore_errors=True)
     return {"units": units, "prompt_style": style, "n_tasks": len(by_id)}
 
 

@@ -52,7 +52,8 @@ def _saved_tiny_model(model_cfg: ModelConfig) -> Path:
     import json
 
     from common.config import to_dict
-    from common.models.loading import cache_root, load_model
+    from common.models.gguf import cache_root
+    from common.models.loading import load_model
 
     digest = hashlib.sha256(json.dumps(to_dict(model_cfg), sort_keys=True).encode()).hexdigest()[:12]
     target = cache_root() / "tiny" / f"{model_cfg.name}-{digest}"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import RESOURCE_DIR, ModelConfig
-from common.models.gguf import cache_root, ensure_gemma_270m, ensure_gemma_tokenizer, ensure_gguf_file  # noqa: F401
+from common.models.gguf import ensure_gemma_270m, ensure_gemma_tokenizer
 
 RESOURCES = RESOURCE_DIR
 GEMMA3_CHAT_TEMPLATE = RESOURCES / "gemma3_chat_template.jinja"

@@ -7,8 +7,9 @@ The runner does what every stage needs, so stage functions hold only their own w
 2. it refuses to start when an input is missing or out of date. The message names the command that rebuilds it and
    repeats the user's own ``--config``/``--set``/``--run-dir``, so following it builds the artifact of this config;
 3. it hands the function a :class:`StageContext` whose ``config`` is a view of only the declared fields;
-4. it writes the manifest when the function returns. A crash before that leaves no "finished" marker. Resumable
-   stages (sampling jobs, training checkpoints) keep their partial work and continue on the next call.
+4. it writes the manifest when the function returns and removes the stage's scratch folder
+   (``runs/<run>/work/<stage>``). A crash before that leaves no "finished" marker; resumable stages (sampling jobs,
+   training checkpoints) keep their partial work and continue on the next call.
 
 A crashed ``run`` is resumed by running the same command again.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +50,9 @@ def command_for(stage: str, config: PipelineConfig, run: RunDir) -> str:
 
 
 def staleness(run: RunDir, config: PipelineConfig, name: str) -> str | None:
-    """None when stage ``name``'s artifact is up to date for ``config``; else why it is not."""
+    """None when stage ``name``'s artifact is up to date for ``config``; else why it is not. Transitive: an artifact
+    built from an out-of-date input is out of date too. An input whose artifact was deleted is not held against
+    it (the fingerprint chain already says which config made it)."""
     stage = get_stage(name)
     manifest = read_manifest(run.stage_dir(name))
     if manifest is None:
@@ -59,12 +63,17 @@ def staleness(run: RunDir, config: PipelineConfig, name: str) -> str | None:
         changed += [path for path in stage.selects if manifest.get("selects", {}).get(path) != read_value(config, path)]
         if changed:
             return f"made by a different config (fields that differ: {', '.join(changed)})"
-        return "made from other inputs (an upstream stage's config differs)"
+        moved = [upstream for role, upstream in stage_inputs(config, stage).items()
+                 if manifest.get("inputs", {}).get(role, {}).get("fingerprint") != fingerprint(config, upstream)]
+        return (f"made by a different config (the config of the stage(s) it is built from differs: "
+                f"{', '.join(moved) or 'unknown'})")
     for role, upstream in stage_inputs(config, stage).items():
         current = read_manifest(run.stage_dir(upstream))
         made_from = manifest.get("inputs", {}).get(role, {}).get("uid")
         if current is not None and current.get("uid") != made_from:
-            return f"its input {upstream!r} has been rebuilt since"
+            return f"out of date: its input {upstream!r} was rebuilt after it"
+        if current is not None and staleness(run, config, upstream) is not None:
+            return f"out of date: its input {upstream!r} is itself out of date"
     return None
 
 
@@ -138,15 +147,29 @@ def run_stage(name: str, config: PipelineConfig, run_dir: Path | str, force: boo
                            main_process=main, full_config=config)
     extra = stage.load_function()(context) or {}
     if main:
-        write_manifest(out, stage.name, fingerprint(config, stage.name), run_name=config.run_name, extra={
-            "reads": reads_of(config, stage),
-            "selects": {path: read_value(config, path) for path in stage.selects},
-            "inputs": {role: {"stage": upstream, "fingerprint": manifests[role].get("fingerprint"),
-                              "uid": manifests[role].get("uid")}
-                       for role, upstream in stage_inputs(config, stage).items()},
-            **extra,
-        })
+        write_stage_manifest(run, config, stage.name, extra)
+        # the artifact now holds every row: its resumable scratch work is no longer needed
+        shutil.rmtree(run.work_dir(stage.name), ignore_errors=True)
+        if run.work_dir(stage.name).parent.is_dir() and not any(run.work_dir(stage.name).parent.iterdir()):
+            run.work_dir(stage.name).parent.rmdir()
     return out
+
+
+def write_stage_manifest(run: RunDir, config: PipelineConfig, name: str, extra: Mapping[str, Any] | None = None
+                         ) -> dict[str, Any]:
+    """Mark stage ``name``'s artifact finished for ``config``: its fingerprint, the values it read, and the uid of
+    every input it was made from (which must exist)."""
+    stage = get_stage(name)
+    inputs = {}
+    for role, upstream in stage_inputs(config, stage).items():
+        manifest = read_manifest(run.stage_dir(upstream)) or {}
+        inputs[role] = {"stage": upstream, "fingerprint": manifest.get("fingerprint"), "uid": manifest.get("uid")}
+    return write_manifest(run.stage_dir(name), stage.name, fingerprint(config, name), run_name=config.run_name, extra={
+        "reads": reads_of(config, stage),
+        "selects": {path: read_value(config, path) for path in stage.selects},
+        "inputs": inputs,
+        **(extra or {}),
+    })
 
 
 def run_pipeline(config: PipelineConfig, run_dir: Path | str, force: bool = False) -> Path:
@@ -158,5 +181,11 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | str, force: bool = Fals
         start = time.perf_counter()
         run_stage(stage.name, config, run_dir, force=force)
         timings.append((stage.name, time.perf_counter() - start))
-    print("\nstage timings: " + ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings))
+    reports = [stage for stage in stages if stage.produces == "report"]
+    if reports:
+        from common.evaluation.report.build import print_table
+
+        print()
+        print_table(RunDir(run_dir).stage_dir(reports[-1].name))
+    print("stage timings: " + ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings))
     return Path(run_dir)

@@ -62,7 +62,6 @@ def run_self_generation(ctx: Any) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if rows:
         plot_mi_distribution(rows, out / "mi_distribution.png", f"Self-generated pairs ({config.model.name}-dpo)")
-    shutil.rmtree(ctx.work, ignore_errors=True)  # every sample now lives in the artifact
     for line in stats:
         ctx.log(f"round {line['round']}: {line['prompts']} prompts, {line['passing_samples']}/{line['samples']} "
                 f"samples pass, {line['tasks_done']} tasks have >= {config.self_generation.min_passing} passing "

@@ -1,7 +1,7 @@
 """Code extraction from a model reply: the first fenced Python block, else the whole reply, fences removed.
 
 The reference code stripped ``"python```"`` instead of the opening fence before computing MI, which left
-"```python" lines in the code and flipped 1-7 % of its self-generated pairs (DESIGN §1); this module is the only
+"```python" lines in the code and flipped 1-7 % of its self-generated pairs (docs/design.md §2); this module is the only
 place fences are handled, so that bug cannot come back piecemeal.
 """
 

@@ -1,6 +1,6 @@
 """The paper's prompts: system message, signature line, chat messages and a completion prompt for base models.
 
-The asserts are never shown to the model (DESIGN §1); the only hint beyond the task text is the signature of the
+The asserts are never shown to the model (docs/design.md §2); the only hint beyond the task text is the signature of the
 *last* ``def`` in the reference solution, written the way the reference notebooks' regex found it.
 """
 

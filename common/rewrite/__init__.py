@@ -1,4 +1,4 @@
-"""Behaviour-preserving AST rewrites of a reference solution: the offline stage-1 generator (DESIGN §2).
+"""Behaviour-preserving AST rewrites of a reference solution: the offline stage-1 generator (docs/design.md §3).
 
 ``generate_variants(code)`` applies random sequences of transforms (``TRANSFORMS``: loops <-> comprehensions,
 accumulators <-> sum/any/all, if/else <-> conditional expressions, guard clauses, helper extraction/inlining,

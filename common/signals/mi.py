@@ -1,7 +1,7 @@
 """Maintainability Index (radon, 0-100 scale): the paper's preference signal.
 
 MI = ``radon.metrics.mi_visit(code, multi=True)`` on the code *without* its markdown fence (the reference notebooks
-scored fence debris, DESIGN §1). Unparsable code has no MI (None): radon raises on syntax errors, and a broken
+scored fence debris, docs/design.md §2). Unparsable code has no MI (None): radon raises on syntax errors, and a broken
 solution must never be ranked.
 """
 

@@ -1,4 +1,4 @@
-"""MBPP loading with the paper's splits and filtering (DESIGN §1).
+"""MBPP loading with the paper's splits and filtering (docs/design.md §2).
 
 Splits by task_id (MBPP "full"): prompt 1-10, test 11-510 (500), validation 511-600, train 601-974. The paper's
 training pool drops tasks whose reference code contains ``class`` (601 and 927), leaving 372. The asserts

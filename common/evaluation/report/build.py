@@ -91,7 +91,7 @@ def evaluated_adapters(run: RunDir, samples_manifest: Mapping[str, Any]) -> dict
 
 
 def run_report(ctx: Any) -> dict[str, Any]:
-    """Tables and figures from every evaluation unit; prints the tables."""
+    """Tables and figures from every evaluation unit (``run`` and the ``report`` command print the tables)."""
     from common.evaluation.sampling import check_k
 
     config = ctx.config
@@ -130,7 +130,6 @@ def run_report(ctx: Any) -> dict[str, Any]:
     (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures, samples_folder))
     (out / "comparisons.json").write_text(json.dumps([c.__dict__ for c in comparisons], indent=2))
     ctx.log(f"{len(results)} evaluation run(s) -> {out}")
-    print_table(out)
     return {"figures": figures}
 
 
