@@ -32,7 +32,7 @@ manifest lists (so it never mixes in a stale run):
     logs exist).
 
 ``docs/evaluation.md`` explains the same columns and tests for readers of the README. The numbers are computed in
-``report_stats``, formatted in ``report_tables`` and drawn in ``report_figures``; this module loads the runs and
+``stats.py``, formatted in ``tables.py`` and drawn in ``figures.py``; this module loads the runs and
 writes the files.
 """
 
