@@ -26,7 +26,6 @@ before the next variant.
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from datasets import Dataset
 
 from common.config import ConfigError
 from common.evaluation.metrics import aggregate_run
+from common.generation import free_accelerator_memory
 from common.pipeline.artifacts import ArtifactError, read_manifest, save_dataset
 from common.pipeline.registry import BASELINE, adapter_stages, variants
 from common.prompting.style import prompt_style
@@ -142,8 +142,7 @@ def run_evaluation(ctx: Any) -> dict[str, Any]:
             ctx.log(f"{variant.name}: {len(runs)} run(s) up to date")
         else:
             _evaluate_variant(ctx, variant, todo, by_id, prompts, style)
-            gc.collect()  # the backend went out of scope with _evaluate_variant: give its memory back
-            _empty_cuda_cache()
+            free_accelerator_memory()  # the backend went out of scope with _evaluate_variant
         for r in runs:
             folder = ctx.output / variant.folder / f"run{r}"
             units.append({"variant": variant.name, "run": r, "seed": run_seed(config, r),
@@ -241,13 +240,3 @@ def _to_dataset(rows: list[dict[str, Any]]) -> Dataset:
         features["mi"] = Value("float64")
         dataset = Dataset.from_list(rows, features=features)
     return dataset
-
-
-def _empty_cuda_cache() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass

@@ -22,8 +22,22 @@ from common.generation.jobs import SampleRequest, SamplingJobError, load_job_row
 BACKENDS = ("hf", "vllm", "api")
 
 __all__ = ["BACKENDS", "Completion", "FINISH_LENGTH", "FINISH_STOP", "GenerationBackend", "SampleRequest",
-           "SamplingJobError", "fence_cut", "load_job_rows", "make_backend", "prompt_key", "run_sampling_job",
-           "sample_seed", "to_completion"]
+           "SamplingJobError", "fence_cut", "free_accelerator_memory", "load_job_rows", "make_backend", "prompt_key",
+           "run_sampling_job", "sample_seed", "to_completion"]
+
+
+def free_accelerator_memory() -> None:
+    """Give a dropped backend's memory back (Python objects, then CUDA's cache) before the next model loads."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def make_backend(sampling: Any, model: Any = None, adapter: str | Path | None = None, style: str | None = None,

@@ -149,9 +149,10 @@ def run_stage(name: str, config: PipelineConfig, run_dir: Path | str, force: boo
     if main:
         write_stage_manifest(run, config, stage.name, extra)
         # the artifact now holds every row: its resumable scratch work is no longer needed
-        shutil.rmtree(run.work_dir(stage.name), ignore_errors=True)
-        if run.work_dir(stage.name).parent.is_dir() and not any(run.work_dir(stage.name).parent.iterdir()):
-            run.work_dir(stage.name).parent.rmdir()
+        work = run.work_dir(stage.name)
+        shutil.rmtree(work, ignore_errors=True)
+        if work.parent.is_dir() and not any(work.parent.iterdir()):
+            work.parent.rmdir()
     return out
 
 

@@ -16,7 +16,6 @@ rounds from disk and continues.
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 from collections import defaultdict
@@ -42,7 +41,7 @@ def run_self_generation(ctx: Any) -> dict[str, Any]:
     prompts = {tid: build_prompt(task, style, config.sampling.system_prompt) for tid, task in by_id.items()}
     policy = ctx.input("policy")
 
-    from common.generation import make_backend
+    from common.generation import free_accelerator_memory, make_backend
 
     if ctx.force:
         shutil.rmtree(ctx.work, ignore_errors=True)
@@ -51,7 +50,7 @@ def run_self_generation(ctx: Any) -> dict[str, Any]:
         samples, stats = sample_rounds(backend, config, by_id, prompts, ctx.work)
     finally:
         del backend
-        _free_accelerator_memory()
+        free_accelerator_memory()
 
     rows = pair_rows(samples, by_id, prompts, style, config, 
                      label=f"self:{config.model.name}-{ctx.input_manifests['policy']['stage']}")
@@ -129,14 +128,3 @@ def pair_rows(samples: list[dict], tasks: dict[int, Any], prompts: dict[int, Any
                                              config.stage1.keep_ties):
             rows.append(pair_row(tasks[tid], prompts[tid], style, chosen, rejected, label))
     return rows
-
-
-def _free_accelerator_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass

@@ -50,7 +50,7 @@ from common.evaluation.report.figures import plot_metrics, plot_mi_distributions
 from common.evaluation.report.stats import RunResult, compare_to_baseline, metric_names, summary_rows
 from common.evaluation.report.tables import PER_TASK_CSV, SUMMARY_CSV, build_tables_md
 from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
-from common.pipeline.registry import BASELINE, get_stage
+from common.pipeline.registry import BASELINE
 
 TABLES_MD = "tables.md"
 METRICS_PNG = "pass_and_mi.png"
