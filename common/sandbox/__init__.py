@@ -34,21 +34,38 @@ _STARTUP_TIMEOUT = 60.0
 _HANG_GRACE = 30.0  # seconds past the job timeout after which a silent executor counts as hung
 
 
+FORMS = ("asserts", "check")
+TEST_STATUSES = STATUSES + ("skipped",)
+
+
 @dataclass
 class ExecJob:
-    """One program to judge: ``setup`` runs first, then ``code``, then each test (usually one assert)."""
+    """One program to judge.
+
+    ``form="asserts"`` (MBPP): ``tests`` is a list of test statements, one unit each; ``setup`` runs before
+    ``code`` (MBPP full's ``test_setup_code``), ``imports`` after it and in the judge (sanitized MBPP's
+    ``test_imports``). ``form="check"`` (HumanEval): ``tests`` is ``[test_module_source]`` defining
+    ``check(candidate)``, called with ``entry_points[0]``. ``entry_points``: the names under test; a builtin
+    name a test uses is the program's only when listed here (MBPP task 126 tests its own ``sum``).
+    """
 
     code: str
     tests: list[str]
     setup: str = ""
+    imports: list[str] = dataclasses.field(default_factory=list)
+    form: str = "asserts"
+    entry_points: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
 class ExecResult:
     """Verdict for one job. ``status`` is one of STATUSES; ``passed`` is true only for "passed".
 
-    ``detail`` is one short line (the failing assert or the exception); ``output`` the captured
-    stdout+stderr (capped); ``duration`` wall-clock seconds inside the sandbox.
+    ``detail`` is one short line (the first failing test or the exception); ``output`` the captured
+    stdout+stderr (capped); ``duration`` wall-clock seconds inside the sandbox. Per test (unit):
+    ``test_status`` (TEST_STATUSES; "skipped" = never reached because the process had ended),
+    ``tests_passed`` of ``tests_total``; ``judged_in_candidate`` lists the units whose values could not be
+    shipped to the judge and were judged inside the candidate's process (a pass there is forgeable).
     """
 
     passed: bool
@@ -56,6 +73,15 @@ class ExecResult:
     detail: str = ""
     duration: float = 0.0
     output: str = ""
+    tests_passed: int = 0
+    tests_total: int = 0
+    test_status: list[str] = dataclasses.field(default_factory=list)
+    judged_in_candidate: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def pass_ratio(self) -> float:
+        """Share of tests passed (the data-optimisation study's ``avgpassratio`` averages this)."""
+        return self.tests_passed / self.tests_total if self.tests_total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,25 +177,24 @@ class Sandbox:
 
     # -- running jobs
     def run_tests(self, code: str, tests: list[str], setup: str = "", timeout: float = 5.0,
-                  memory_mb: int = 1024) -> ExecResult:
-        return self.run_batch([ExecJob(code, tests, setup)], workers=1, timeout=timeout, memory_mb=memory_mb,
-                              progress=False)[0]
+                  memory_mb: int = 1024, **job_fields) -> ExecResult:
+        return self.run_batch([ExecJob(code, tests, setup, **job_fields)], workers=1, timeout=timeout,
+                              memory_mb=memory_mb, progress=False)[0]
 
     def run_batch(self, jobs: Iterable[Any], workers: int | None = None, timeout: float = 5.0,
-                  memory_mb: int = 1024, progress: bool | str = True, desc: str = "sandbox") -> list[ExecResult]:
-        specs = [_spec(job) for job in jobs]
+                  memory_mb: int = 1024, progress: bool | str = True, desc: str = "sandbox",
+                  test_timeout: float | None = None) -> list[ExecResult]:
+        specs = [_spec(job, i) for i, job in enumerate(jobs)]
         results: list[ExecResult | None] = [None] * len(specs)
         if not specs:
             return []
         common = {"timeout": float(timeout), "memory_mb": int(memory_mb), "workers": workers or default_workers()}
+        if test_timeout:
+            common["test_timeout"] = float(test_timeout)
         bar = _progress_bar(len(specs), progress, desc)
-        tries = [0] * len(specs)
         with self._lock:
             try:
-                todo = list(range(len(specs)))
-                while todo:
-                    self._ensure()
-                    todo = self._pump(specs, todo, common, results, tries, bar)
+                self._run_all(specs, common, results, bar)
             except BaseException:
                 self._stop()  # an interrupted batch would keep running in the executor
                 raise
@@ -178,14 +203,37 @@ class Sandbox:
                     bar.close()
         return results  # type: ignore[return-value]
 
-    def _pump(self, specs, todo, common, results, tries, bar) -> list[int]:
-        """Stream ``todo`` to the executor and collect verdicts; return the jobs to resend after a crash."""
+    def _run_all(self, specs, common, results, bar) -> None:
+        """Run every job; when the executor dies, re-run what was in flight. Jobs caught in a second death run
+        alone, so a job that kills the executor every time is found and reported without taking the others
+        of the batch with it."""
+        deaths = [0] * len(specs)
+        todo = list(range(len(specs)))
+        while todo:
+            self._ensure()
+            lost, err = self._pump(specs, todo, common, results, bar)
+            for i in lost:
+                deaths[i] += 1
+            again = [i for i in lost if deaths[i] < 2]
+            suspects = [i for i in lost if deaths[i] >= 2]
+            for i in suspects:  # one at a time: only the culprit can die now
+                self._ensure()
+                solo, err = self._pump(specs, [i], {**common, "workers": 1}, results, bar)
+                if solo:
+                    results[i] = ExecResult(False, "error", f"the program killed the sandbox executor: "
+                                            f"{err.strip()[-200:]}", tests_total=0)
+                    if bar is not None:
+                        bar.update(1)
+            todo = again
+
+    def _pump(self, specs, todo, common, results, bar) -> tuple[list[int], str]:
+        """Stream ``todo`` to the executor and collect verdicts; return (jobs lost to an executor death, its
+        stderr)."""
         ids = {}
         out = bytearray()
         for i in todo:
             self._next_id += 1
             ids[self._next_id] = i
-            tries[i] += 1
             out += json.dumps({"id": self._next_id, **specs[i], **common}).encode() + b"\n"
         wfd, rfd = self._proc.stdin.fileno(), self._proc.stdout.fileno()
         os.set_blocking(wfd, False)
@@ -209,23 +257,15 @@ class Sandbox:
                 *lines, self._buf = self._buf.split(b"\n")
                 for line in lines:
                     msg = _parse_result(line)
-                    i = ids.pop(msg.pop("id"), None) if msg else None
+                    i = ids.pop(msg.pop("id"), None)
                     if i is not None:
                         results[i] = ExecResult(**msg)
                         if bar is not None:
                             bar.update(1)
         if not dead:
-            return []
+            return [], ""
         err = self._stop()
-        retry = []
-        for i in ids.values():  # a job in flight when the executor died gets one more chance
-            if tries[i] < 2:
-                retry.append(i)
-            else:
-                results[i] = ExecResult(False, "error", f"sandbox executor died: {err.strip()[-300:]}")
-                if bar is not None:
-                    bar.update(1)
-        return sorted(retry)
+        return sorted(ids.values()), err
 
 
 def _remove_work_roots(executor_pid: int) -> None:
@@ -246,26 +286,39 @@ def _remove_work_roots(executor_pid: int) -> None:
         shutil.rmtree(root, onerror=unlock)
 
 
-def _parse_result(line: bytes) -> dict | None:
-    """A verdict line from the executor, or None for anything malformed (never trusted blindly)."""
-    try:
-        msg = json.loads(line)
-        fields = {f.name for f in dataclasses.fields(ExecResult)}
-        if isinstance(msg, dict) and set(msg) == fields | {"id"} and msg["status"] in STATUSES:
-            return msg
-    except ValueError:
-        pass
-    return None
+_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ExecResult))
 
 
-def _spec(job: Any) -> dict:
+def _parse_result(line: bytes) -> dict:
+    """A verdict line from the executor. The executor builds every line itself (nothing a candidate wrote is
+    passed through), so a malformed one is a bug: raised, never skipped (a skipped verdict stalled a batch)."""
+    msg = json.loads(line)
+    if isinstance(msg, dict) and "error" in msg:
+        raise ValueError(f"the sandbox executor refused a job: {msg['error']}")
+    if not (isinstance(msg, dict) and set(msg) == _RESULT_FIELDS | {"id"} and msg["status"] in STATUSES):
+        raise RuntimeError(f"malformed verdict from the sandbox executor: {line[:200]!r}")
+    return msg
+
+
+def _spec(job: Any, index: int) -> dict:
     get = job.get if isinstance(job, dict) else (lambda k, d=None: getattr(job, k, d))
     code, tests, setup = get("code"), get("tests"), get("setup", "") or ""
+    imports, form, entry_points = list(get("imports", None) or []), get("form", None) or "asserts", \
+        list(get("entry_points", None) or [])
     if isinstance(tests, str):
         tests = [tests]
+    where = f"job {index}"
     if not isinstance(code, str) or not isinstance(tests, (list, tuple)) or not all(isinstance(t, str) for t in tests):
-        raise TypeError(f"a job needs code: str and tests: list[str], got {type(code).__name__}/{type(tests).__name__}")
-    return {"code": code, "tests": list(tests), "setup": setup}
+        raise TypeError(f"{where}: a job needs code: str and tests: list[str], got "
+                        f"{type(code).__name__}/{type(tests).__name__}")
+    if form not in FORMS:
+        raise ValueError(f"{where}: form must be one of {FORMS}, not {form!r}")
+    if form == "check" and (len(tests) != 1 or not entry_points):
+        raise ValueError(f"{where}: a check-form job needs tests=[check module source] and an entry point")
+    if not all(isinstance(x, str) for x in imports + entry_points + [setup]):
+        raise TypeError(f"{where}: setup, imports and entry_points must be strings")
+    return {"code": code, "tests": list(tests), "setup": setup, "imports": imports, "form": form,
+            "entry_points": entry_points}
 
 
 def _progress_bar(total: int, progress: bool | str, desc: str):
@@ -290,15 +343,17 @@ def _sandbox() -> Sandbox:
 
 
 def run_tests(code: str, tests: list[str], setup: str = "", timeout: float = 5.0,
-              memory_mb: int = 1024) -> ExecResult:
-    """Run ``setup``, ``code`` and then each test in one sandboxed process; see ExecResult."""
-    return _sandbox().run_tests(code, tests, setup, timeout, memory_mb)
+              memory_mb: int = 1024, **job_fields) -> ExecResult:
+    """Judge one program (``job_fields``: imports, form, entry_points; see ExecJob and ExecResult)."""
+    return _sandbox().run_tests(code, tests, setup, timeout, memory_mb, **job_fields)
 
 
 def run_batch(jobs: Iterable[Any], workers: int | None = None, timeout: float = 5.0, memory_mb: int = 1024,
-              progress: bool | str = True, desc: str = "sandbox") -> list[ExecResult]:
-    """Judge many jobs (dicts or objects with code, tests and optional setup); results in input order."""
-    return _sandbox().run_batch(jobs, workers, timeout, memory_mb, progress, desc)
+              progress: bool | str = True, desc: str = "sandbox", test_timeout: float | None = None
+              ) -> list[ExecResult]:
+    """Judge many jobs (ExecJob, or dicts/objects with its fields); results in input order. ``timeout`` bounds
+    each job; ``test_timeout`` (optional) each test, after which the next test still runs."""
+    return _sandbox().run_batch(jobs, workers, timeout, memory_mb, progress, desc, test_timeout)
 
 
 def isolation_level() -> str:
@@ -306,5 +361,5 @@ def isolation_level() -> str:
     return _sandbox().isolation_level()
 
 
-__all__ = ["ExecJob", "ExecResult", "STATUSES", "Sandbox", "default_workers", "isolation_level", "run_batch",
+__all__ = ["ExecJob", "ExecResult", "FORMS", "STATUSES", "TEST_STATUSES", "Sandbox", "default_workers", "isolation_level", "run_batch",
            "run_tests"]

@@ -30,10 +30,12 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 import _harness  # noqa: E402
+import _jobs  # noqa: E402
 import _isolation  # noqa: E402
 import _linux  # noqa: E402
 import _zygote  # noqa: E402
 from _isolation import ChildPlan, probe, setup_namespaces  # noqa: E402
+from _jobs import Job  # noqa: E402
 
 sys.path.remove(_HERE)
 
@@ -52,8 +54,6 @@ import sysconfig  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-OUTPUT_CAP = 16 * 1024  # bytes of stdout+stderr kept per candidate; the rest is read and dropped
-REPORT_CAP = 16 * 1024
 FILE_SIZE_LIMIT = 32 << 20
 NPROC_LIMIT = 64  # per candidate in namespace mode (counted per user namespace); bounds fork storms
 # A candidate still running after this long is moved to nice 19 and stops counting against `workers`: the
@@ -61,13 +61,6 @@ NPROC_LIMIT = 64  # per candidate in namespace mode (counted per user namespace)
 # and a core each until their timeout (with 2% loops at a 5 s timeout they would dominate a batch's time).
 DEMOTE_AFTER = 0.2
 MAX_DEMOTED_PER_WORKER = 2  # bounds memory: demoted children still hold their address space
-
-
-class Job:
-    """One candidate in flight: its spec, secret token, child pid/pidfd, pipes and what they delivered."""
-
-    __slots__ = ("idx", "id", "spec", "token", "pid", "pidfd", "rep_r", "out_r", "out", "out_total", "rep", "t0",
-                 "deadline", "timed_out", "workdir", "cpu_limit", "demoted")
 
 
 class Executor:
@@ -91,7 +84,7 @@ class Executor:
         self.plan = ChildPlan(self.ns, self.proc)
         if self.ns:
             self.nproc = NPROC_LIMIT  # counted per user namespace, i.e. per candidate
-            self.level = "namespaces(user,mount,pid,net)+rlimits" + ("" if self.proc else " (no /proc)")
+            self.level = "namespaces(user,mount,pid,net)+minimal-root+rlimits" + ("" if self.proc else " (no /proc)")
             os.environ.update(TMPDIR="/tmp", HOME="/tmp")
         else:
             self.level = "rlimits+pgroup"
@@ -110,9 +103,10 @@ class Executor:
         self.ep = select.epoll()
         self.queue: collections.deque = collections.deque()
         self.next_idx = 0
-        self.running: dict[int, Job] = {}  # by idx
+        self.running: dict[int, Job] = {}  # by attempt index
         self.by_fd: dict[int, tuple[Job, str]] = {}
         self.deadlines: list = []
+        self.seq = 0
         self.workers = 2
         self.demoted = 0
         self.inbuf, self.outbuf = b"", bytearray()
@@ -120,39 +114,82 @@ class Executor:
 
     # -- job lifecycle
     def start(self, spec: dict) -> None:
-        job = Job()
-        self.next_idx += 1
-        job.idx, job.id, job.spec, job.token = self.next_idx, spec["id"], spec, os.urandom(16).hex().encode()
-        job.out, job.rep, job.out_total, job.timed_out, job.demoted = bytearray(), bytearray(), 0, False, False
-        job.pid = job.pidfd = None
-        timeout = float(spec.get("timeout", 5.0))
-        job.cpu_limit = max(1, int(timeout + 0.999))
-        job.workdir = f"/tmp/sandbox-{job.idx}" if self.ns else tempfile.mkdtemp(dir=self.root)
-        # Compiled here, not in every child (tests once per task; see _harness.compile_program)
-        tests = [(t, _harness.compile_test(t)) for t in spec["tests"]]
-        code = _harness.compile_program(spec["code"], "<candidate>")
-        setup = _harness.compile_program(spec["setup"], "<setup>") if spec.get("setup") else None
-        request = job.idx.to_bytes(8, "little") + marshal.dumps(
-            (job.token, job.workdir, job.cpu_limit, int(spec.get("memory_mb", 1024)) << 20, code, setup, tests))
-        if len(request) > self.max_message:
-            self.send(job, "error", f"program and tests too large for the sandbox ({len(request)} bytes)", 0.0, "")
+        try:
+            job = Job(spec)
+            ready = job.prepare()
+        except Exception as e:  # noqa: BLE001 - a malformed spec is the client's bug: answer, never die
+            self.emit({"id": spec.get("id"), "error": f"{type(e).__name__}: {e}"})
             return
+        if not ready:
+            self.emit(job.result())
+            return
+        self.spawn(job, job.first_static())
+
+    def spawn(self, job: Job, static: list[int]) -> None:
+        self.next_idx += 1
+        idx = self.next_idx
+        workdir = f"/tmp/sandbox-{idx}" if self.ns else tempfile.mkdtemp(dir=self.root)
+        request = job.child_request(idx, workdir, static, time.monotonic())
+        if len(request) > self.max_message:
+            job.failure = ("error", f"program and tests too large for the sandbox ({len(request)} bytes)")
+            self.emit(job.result())
+            return
+        a = job.attempt
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
-        job.t0 = time.monotonic()
-        socket.send_fds(self.zygote, [request], [rep_w, out_w])
-        os.close(rep_w)
-        os.close(out_w)
-        job.rep_r, job.out_r = rep_r, out_r
-        job.deadline = job.t0 + timeout
+        req_r, req_w = os.pipe()
+        socket.send_fds(self.zygote, [request], [rep_w, out_w, req_r])
+        for fd in (rep_w, out_w, req_r):
+            os.close(fd)
+        a.rep_r, a.out_r, a.req_w = rep_r, out_r, req_w
         for fd, kind in ((rep_r, "rep"), (out_r, "out")):
             os.set_blocking(fd, False)
             self.ep.register(fd, select.EPOLLIN)
             self.by_fd[fd] = (job, kind)
-        self.running[job.idx] = job
-        heapq.heappush(self.deadlines, (job.deadline, job.idx, job))
-        if job.deadline > job.t0 + DEMOTE_AFTER:
-            heapq.heappush(self.deadlines, (job.t0 + DEMOTE_AFTER, job.idx, job))
+        os.set_blocking(req_w, False)
+        self.running[idx] = job
+        self.schedule(job.deadline, job, "deadline", idx)
+        if job.deadline > a.t0 + DEMOTE_AFTER:
+            self.schedule(a.t0 + DEMOTE_AFTER, job, "demote", idx)
+        self.after_progress(job)
+
+    def schedule(self, when: float, job: Job, kind: str, idx: int, unit: int = -1) -> None:
+        self.seq += 1
+        heapq.heappush(self.deadlines, (when, self.seq, job, kind, idx, unit))
+
+    def after_progress(self, job: Job) -> None:
+        """The judge may have a new request, may have finished, or may have begun a unit with a time limit."""
+        a = job.attempt
+        if job.violation or (job.judged and a.ready):  # nothing more to learn from this child: stop it
+            self._kill(job)
+            return
+        data = job.pending_request()
+        if data is not None:
+            a.outbox += data
+            self.write_requests(job)
+        j = job.judge
+        if job.test_timeout and j.current >= 0 and j.unit_started is None:
+            j.unit_started = time.monotonic()
+            self.schedule(j.unit_started + job.test_timeout, job, "unit", a.idx, j.current)
+
+    def write_requests(self, job: Job) -> None:
+        a = job.attempt
+        try:
+            while a.outbox:
+                n = os.write(a.req_w, a.outbox[: 1 << 16])
+                del a.outbox[:n]
+        except BlockingIOError:
+            pass
+        except OSError:  # the child closed its end (it died): its exit decides
+            a.outbox.clear()
+        want = bool(a.outbox)
+        registered = a.req_w in self.by_fd
+        if want and not registered:
+            self.ep.register(a.req_w, select.EPOLLOUT)
+            self.by_fd[a.req_w] = (job, "req")
+        elif registered and not want:
+            self.ep.unregister(a.req_w)
+            del self.by_fd[a.req_w]
 
     def from_zygote(self) -> None:
         while True:
@@ -168,8 +205,8 @@ class Executor:
                 if job is None:
                     os.close(fds[0])
                     continue
-                job.pid, job.pidfd = rest[0], fds[0]
-                if job.timed_out:
+                job.attempt.pid, job.attempt.pidfd = rest[0], fds[0]
+                if job.attempt.timed_out or job.violation or (job.judged and job.attempt.ready):
                     self._kill(job)
             elif job is not None:
                 self.finish(job, *rest)
@@ -177,22 +214,28 @@ class Executor:
     def expire(self) -> None:
         now = time.monotonic()
         while self.deadlines and self.deadlines[0][0] <= now:
-            when, idx, job = heapq.heappop(self.deadlines)
+            _, _, job, kind, idx, unit = heapq.heappop(self.deadlines)
             if self.running.get(idx) is not job:
                 continue
-            if when < job.deadline:
-                if job.pid is None:  # the zygote has not reported its pid yet: look again shortly
-                    heapq.heappush(self.deadlines, (now + 0.01, idx, job))
-                else:
-                    self._demote(job)
-            else:
-                job.timed_out = True
+            a = job.attempt
+            if a.pid is None:  # the zygote has not reported the pid yet: look again shortly
+                self.schedule(now + 0.01, job, kind, idx, unit)
+            elif kind == "demote":
+                self._demote(job)
+            elif kind == "deadline":
+                a.timed_out = True
                 self._kill(job)
+            elif kind == "unit":
+                job.unit_timed_out(unit)
+                if job.restart or job.judged:
+                    self._kill(job)
+                else:
+                    self.after_progress(job)
 
     def _demote(self, job: Job) -> None:
         try:
-            os.setpriority(os.PRIO_PGRP, job.pid, 19)  # the child called setpgid(0, 0): its group id is its pid
-            job.demoted = True
+            os.setpriority(os.PRIO_PGRP, job.attempt.pid, 19)  # the child called setpgid(0, 0): group id = pid
+            job.attempt.demoted = True
             self.demoted += 1
         except OSError:
             pass
@@ -203,22 +246,23 @@ class Executor:
 
     def _kill(self, job: Job) -> None:
         """SIGKILL through the pidfd (immune to pid reuse); before the pid is known, when it arrives."""
-        if job.pidfd is None:
+        a = job.attempt
+        if a.pidfd is None:
             return
         try:
-            signal.pidfd_send_signal(job.pidfd, signal.SIGKILL)
+            signal.pidfd_send_signal(a.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
         if not self.ns:  # the rest of its process group; orphans are the zygote's business
             try:
-                os.killpg(job.pid, signal.SIGKILL)
+                os.killpg(a.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
     def _read(self, job: Job, fd: int, kind: str) -> None:
         while True:
             try:
-                data = os.read(fd, 65536)
+                data = os.read(fd, 1 << 16)
             except BlockingIOError:
                 return
             if not data:
@@ -227,47 +271,42 @@ class Executor:
                     del self.by_fd[fd]
                 return
             if kind == "out":
-                job.out_total += len(data)
-                job.out += data[: max(0, OUTPUT_CAP - len(job.out))]
-            elif len(job.rep) < REPORT_CAP:
-                job.rep += data
+                job.output(data)
+            else:
+                job.frames(data)
+                self.after_progress(job)
 
     def finish(self, job: Job, status: int, cpu: float) -> None:
         """The zygote reaped the child (in namespace mode: with everything it started), so the pipes hold all."""
-        duration = time.monotonic() - job.t0
-        del self.running[job.idx]
-        self.demoted -= job.demoted
-        for fd, kind in ((job.rep_r, "rep"), (job.out_r, "out")):
+        a = job.attempt
+        del self.running[a.idx]
+        self.demoted -= a.demoted
+        for fd, kind in ((a.rep_r, "rep"), (a.out_r, "out")):
             self._read(job, fd, kind)
-        for fd in (job.rep_r, job.out_r, job.pidfd):
+        for fd in (a.rep_r, a.out_r, a.req_w, a.pidfd):
             if fd in self.by_fd:
                 self.ep.unregister(fd)
                 del self.by_fd[fd]
             if fd is not None:
                 os.close(fd)
         if not self.ns:
-            _isolation.rmtree(job.workdir)
+            _isolation.rmtree(a.workdir)
         if status < 0:
-            verdict, detail = "error", f"could not start the sandbox: {os.strerror(-status)}"
-        else:
-            verdict, detail = self.verdict(job, status, cpu)
-        out = job.out.decode("utf-8", "replace")
-        if job.out_total > len(job.out):
-            out += f"\n[... {job.out_total - len(job.out)} more bytes dropped]"
-        self.send(job, verdict, detail, duration, out)
+            job.failure = ("error", f"could not start the sandbox: {os.strerror(-status)}")
+        elif job.child_ended(lambda: self.death(job, status, cpu)):
+            self.spawn(job, job.restart_static())
+            return
+        self.emit(job.result())
 
-    def verdict(self, job: Job, status: int, cpu: float) -> tuple[str, str]:
-        for line in reversed(bytes(job.rep).split(b"\n")):
-            if line.startswith(job.token + b" "):
-                verdict, _, detail = line[len(job.token) + 1:].decode("utf-8", "replace").partition(" ")
-                return verdict, detail
-        timeout = float(job.spec.get("timeout", 5.0))
-        if job.timed_out:
-            return "timeout", f"no verdict within {timeout:g} s (wall clock)"
+    def death(self, job: Job, status: int, cpu: float) -> tuple[str, str]:
+        """(status, detail) for a child that ended before the judge was done with it."""
+        a = job.attempt
+        if a.timed_out:
+            return "timeout", f"no verdict within {job.timeout:g} s (wall clock)"
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            if sig in (signal.SIGKILL, signal.SIGXCPU) and cpu >= job.cpu_limit - 0.05:
-                return "timeout", f"CPU time limit of {job.cpu_limit} s reached"
+            if sig in (signal.SIGKILL, signal.SIGXCPU) and cpu >= a.cpu_limit - 0.05:
+                return "timeout", f"CPU time limit of {a.cpu_limit} s reached"
             return "killed", f"killed by {signal.Signals(sig).name}"
         last = job.out.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
         code = os.WEXITSTATUS(status)
@@ -275,10 +314,6 @@ class Executor:
                                                                                   last[0] else "")
 
     # -- I/O with the client
-    def send(self, job: Job, status: str, detail: str, duration: float, output: str) -> None:
-        self.emit({"id": job.id, "passed": status == "passed", "status": status, "detail": detail,
-                   "duration": round(duration, 6), "output": output})
-
     def emit(self, message: dict) -> None:
         self.outbuf += json.dumps(message).encode() + b"\n"  # written once per loop turn (see serve)
 
@@ -336,8 +371,8 @@ class Executor:
             if not self.stdin_open:  # the client went away: stop everything and leave
                 self.queue.clear()
                 for job in list(self.running.values()):
-                    if not job.timed_out:
-                        job.timed_out = True
+                    if not job.attempt.timed_out:
+                        job.attempt.timed_out = True
                         self._kill(job)
             while self.queue and self.has_room():
                 self.start(self.queue.popleft())
@@ -351,7 +386,10 @@ class Executor:
                     self.from_zygote()
                 elif fd in self.by_fd:
                     job, kind = self.by_fd[fd]
-                    self._read(job, fd, kind)
+                    if kind == "req":
+                        self.write_requests(job)
+                    else:
+                        self._read(job, fd, kind)
             self.expire()
             self.flush()
 

@@ -1,33 +1,34 @@
-"""In-sandbox test runner: executes one candidate and its asserts, then writes an authenticated verdict.
+"""In-sandbox side of a job: runs the program, evaluates the probes it is sent and ships their values.
 
-This module runs inside the forked, already-isolated child. Its job is to make "passed" mean what it says:
+This module runs inside the forked, already-isolated child. The judging happens elsewhere (``_judge``, in the
+executor): here we only
 
-* A pass is a line starting with a per-run random token, written to a dedicated pipe only after the last test
-  ran; exit status never counts. So ``sys.exit(0)``, ``os._exit(0)``, ``raise SystemExit``,
-  ``KeyboardInterrupt`` and printing something pass-like all end without a pass.
-* Tests are compiled *before* the candidate runs and every builtin this module uses after that point is bound
-  at import, so a candidate that replaces ``builtins.exec``/``compile``/``type`` cannot turn the tests into
-  no-ops or blind the checks.
-* Asserts are rewritten so a comparison only counts when both operands are "honest": their comparison and
-  truth dunders (``__eq__``, ``__lt__``, ``__bool__``, ... at any depth inside lists, tuples, dicts, sets and
-  deques) are implemented in C or in files installed under the interpreter's prefix (stdlib, site-packages).
-  An object defined by the candidate with ``__eq__ = lambda *a: True`` therefore fails ``assert f(x) == 5``
-  with a clear detail instead of passing. A candidate class that does not override those dunders (a plain
-  record, an ``int`` subclass) still compares normally.
+* run ``setup``, the program and the test imports, in one namespace (``__name__ == "__sandbox__"``);
+* evaluate each probe (``_program``: a call of the program's code, with its inputs) and write its value as a
+  frame (``_wire``) to fd 3 - plain data as is, anything else as a handle kept in this process, an exception as
+  its type name and message (never the candidate's ``__str__``);
+* answer the executor's requests on fd 4: more probes (with values from the judge), and units the judge could
+  not decide because they touch a handle. Only then does a test's expected value enter this process; it is
+  judged here with the comparison checks below, and the executor records that it was.
 
-Out of scope, documented in docs/sandbox.md: a candidate that deliberately digs the token out of this
-process's memory (frames, gc) could forge a pass; a separate judge process would be needed to close that.
+The comparison checks (kept from the first sandbox, for those in-candidate units): asserts are rewritten so a
+comparison only counts between "honest" operands, whose comparison and truth dunders (at any depth inside
+lists, tuples, dicts, sets and deques) are implemented in C or in files installed under the interpreter's
+prefix; every builtin used here is bound at import, before any candidate code runs.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import marshal
 import operator
 import os
 import sys
 import types
 from collections import deque as _deque
+
+from _wire import FRAME_CAP
 
 # Bound at import (before any candidate code runs): the candidate may rebind the builtins, not these names.
 # Copying every public builtin into this module's globals makes `list`, `type`, `isinstance`... below resolve
@@ -36,7 +37,8 @@ globals().update({k: v for k, v in vars(builtins).items() if not k.startswith("_
 _exec, _compile, _type, _id, _len, _bool, _issubclass = exec, compile, type, id, len, bool, issubclass
 _str, _repr, _tuple, _isinstance = str, repr, tuple, isinstance
 _BaseException, _AssertionError = BaseException, AssertionError
-_write, _exit, _getpid, _urandom = os.write, os._exit, os.getpid, os.urandom
+_write, _read, _exit, _getpid, _urandom = os.write, os.read, os._exit, os.getpid, os.urandom
+_eval = eval
 _mro_of = type.__dict__["__mro__"].__get__
 _dict_of = type.__dict__["__dict__"].__get__
 _flags_of = type.__dict__["__flags__"].__get__
@@ -224,7 +226,6 @@ def _truth_context(e, truth_name: str):
 # Names under which the comparison helpers are injected into the candidate's namespace (random per executor,
 # so a candidate cannot pre-define them).
 CMP_NAME, TRUTH_NAME = (f"__mi_{kind}_{_urandom(4).hex()}" for kind in ("cmp", "truth"))
-_compiled_tests: dict = {}
 _compiled_programs: dict = {}
 
 
@@ -257,16 +258,9 @@ def compile_program(source: str, filename: str):
                      lambda: _compile(source, filename, "exec", dont_inherit=True, optimize=0))
 
 
-def compile_test(source: str):
-    """Rewrite and compile one test; cached because the same asserts are run for every sample of a task.
-
-    Called in the executor before forking: the child inherits the code object instead of paying for ast work.
-    Returns the code object, or (a str) why it does not compile: a broken test is the dataset's fault. The cache
-    holds up to 20,000 tests (~7 times all of MBPP), which keeps the executor small. ``optimize=0``: asserts
-    survive even a caller running -O.
-    """
-    return _compiled(_compiled_tests, source, 20_000, lambda: _compile(
-        _rewrite(ast.parse(source, "<test>"), CMP_NAME, TRUTH_NAME), "<test>", "exec", dont_inherit=True, optimize=0))
+def rewrite_checked(tree):
+    """``tree`` (an ast.Module) with comparisons and assert truth values routed through the checks."""
+    return _rewrite(tree, CMP_NAME, TRUTH_NAME)
 
 
 def _describe(exc) -> str:
@@ -286,47 +280,179 @@ class _NotCompiled(Exception):
     """Setup or code did not compile (in the executor); carries the compiler's message."""
 
 
-def run_program(code, setup, token: bytes, report_fd: int, tests: list) -> None:
-    """Run ``setup`` (None when empty), then ``code`` (both from compile_program: a code object or the compile
-    error), then the pre-compiled ``tests`` (from compile_test), in one namespace; write the verdict.
+_marshal_dumps, _marshal_loads = marshal.dumps, marshal.loads
+_FRAME_CAP = FRAME_CAP
+_EXACT_MESSAGE_TYPES = frozenset(map(id, (str, int, float, bool, type(None))))
+_exc_name_of = type.__dict__["__name__"].__get__
 
-    Never returns.
-    """
-    pid = _getpid()
-    status, detail = "passed", ""
-    for source, compiled in tests:
-        if _type(compiled) is _str:
-            status, detail = "error", f"test does not compile: {compiled}: {source.strip()}"
-            break
-    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
-    stage, current = "setup", ""
-    if status == "passed":
+
+def _safe_message(e) -> str:
+    """An exception's message without running anything the candidate wrote (no ``__str__``/``__repr__`` of
+    its classes): only plain str/number arguments, truncated before any formatting."""
+    try:
+        args = BaseException.__dict__["args"].__get__(e)
+    except _BaseException:
+        return ""
+    if _type(args) is not _tuple or not args or _len(args) > 4:
+        return ""
+    parts = []
+    for a in args:
+        if _id(_type(a)) not in _EXACT_MESSAGE_TYPES:
+            return ""
+        if _type(a) is _str:
+            parts.append(a[:_DETAIL_MAX])
+        else:
+            try:
+                parts.append(_repr(a)[:_DETAIL_MAX])
+            except _BaseException:  # an int too long to print
+                parts.append("<number>")
+    return ", ".join(parts)[:_DETAIL_MAX]
+
+
+class _Channel:
+    """Frames to the executor (fd 3) and from it (fd 4); see ``_wire``."""
+
+    def __init__(self, out_fd: int, in_fd: int):
+        self.out_fd, self.in_fd, self.buf = out_fd, in_fd, b""
+
+    def send(self, message) -> None:
+        for stream in (_stdout, _stderr):  # what the program printed reaches the executor before it may kill us
+            try:
+                stream.flush()
+            except _BaseException:
+                pass
+        payload = _marshal_dumps(message)
+        data = memoryview(_len(payload).to_bytes(4, "little") + payload)
+        while data:
+            data = data[_write(self.out_fd, data):]
+
+    def receive(self):
+        while True:
+            if _len(self.buf) >= 4:
+                size = int.from_bytes(self.buf[:4], "little")
+                if _len(self.buf) >= 4 + size:
+                    payload, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
+                    return _marshal_loads(payload)
+            chunk = _read(self.in_fd, 1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+
+class _Server:
+    def __init__(self, namespace: dict, channel: _Channel, probes: list):
+        self.namespace, self.channel, self.probes = namespace, channel, probes
+        self.handles: list = []
+
+    def answer(self, k: int, code, extra: dict | None):
+        """Evaluate probe ``code``; ship ("v", k, value), ("h", k, handle, type) or ("x", k, name, message)."""
         try:
-            for stage, program in (("setup", setup), ("code", code)):
-                if program is None:
-                    continue
-                if _type(program) is _str:
-                    raise _NotCompiled(program)
-                _exec(program, namespace)
-            stage = "test"
-            for current, compiled in tests:
-                namespace[CMP_NAME], namespace[TRUTH_NAME] = _cmp, _truth
-                _exec(compiled, namespace)
-        except _NotCompiled as e:
-            status, detail = "error", f"{e.args[0]} in {stage}"
-        except _AssertionError as e:
-            status = "failed" if stage == "test" else "error"
-            detail = f"{_describe(e)} in {stage}" if stage != "test" else \
-                f"{current.strip()}" + (f" ({_describe(e)})" if _str(e) else "")
-        except _BaseException as e:
-            status = "error"
-            detail = f"{_describe(e)} in {stage}" + (f": {current.strip()}" if stage == "test" else "")
-    if _getpid() != pid:
-        _exit(0)  # a fork() made by the candidate finished the harness too: only the original reports
-    for stream in (_stdout, _stderr):
+            if extra:
+                scope = dict(self.namespace)
+                scope.update(extra)
+            else:
+                scope = self.namespace
+            value = _eval(code, scope)
+        except _BaseException as e:  # noqa: BLE001 - what the program raised is the answer
+            return self.channel.send(("x", k, _exc_name_of(_type(e)), _safe_message(e)))
+        name = _BUILTIN_IDS.get(_id(value))
+        if name is not None:  # int, len, ValueError...: the judge has the same object
+            return self.channel.send(("b", k, name))
         try:
-            stream.flush()
-        except _BaseException:
+            payload = _marshal_dumps(value)
+            if _len(payload) <= _FRAME_CAP - 64 and not _holds_code(value):
+                return self.channel.send(("v", k, value))
+        except _BaseException:  # noqa: BLE001 - unmarshallable: a candidate-defined object, a generator...
             pass
-    _write(report_fd, token + b" " + f"{status} {_one_line(detail)}\n".encode("utf-8", "replace"))
+        self.handles.append(value)
+        return self.channel.send(("h", k, _len(self.handles) - 1, _exc_name_of(_type(value))))
+
+    def bindings(self, items) -> dict:
+        out = {}
+        for name, (kind, value) in items:
+            if kind == "v":
+                out[name] = value
+            elif kind == "h" and _type(value) is int and 0 <= value < _len(self.handles):
+                out[name] = self.handles[value]
+            else:
+                raise ValueError(f"the judge could not pass {name}: {value}")
+        return out
+
+    def judge_unit(self, k: int, code, items) -> None:
+        """A unit the executor could not judge (it touches a handle): run it here, comparisons checked."""
+        try:
+            scope = dict(self.namespace)
+            scope.update(self.bindings(_tuple(items.items())))
+            scope[CMP_NAME], scope[TRUTH_NAME] = _cmp, _truth
+            _exec(code, scope)
+            status, detail = "passed", ""
+        except _AssertionError as e:
+            status, detail = "failed", _safe_message(e)
+        except _BaseException as e:  # noqa: BLE001
+            status, detail = "error", f"{_exc_name_of(_type(e))}: {_safe_message(e)}"
+        self.channel.send(("u", k, status, detail))
+
+    def serve(self) -> None:
+        while True:
+            request = self.channel.receive()
+            if request is None:
+                return
+            if request[0] == "p":
+                k, items = request[1], request[2]
+                try:
+                    extra = self.bindings((f"__mi_b{i}", b) for i, b in enumerate(items))
+                except _BaseException as e:  # noqa: BLE001
+                    self.channel.send(("x", k, "TypeError", _safe_message(e)))
+                    continue
+                self.answer(k, self.probes[k], extra)
+            elif request[0] == "u":
+                self.judge_unit(request[1], request[2], request[3])
+
+
+_code_type = type(compile("0", "<x>", "eval"))
+_BUILTIN_IDS = {_id(v): k for k, v in vars(builtins).items() if not k.startswith("_") and callable(v)}
+
+
+def _holds_code(value) -> bool:
+    """marshal also ships code objects; the executor would refuse the frame, so keep those as handles."""
+    t = _type(value)
+    if t is _code_type:
+        return True
+    if t in (list, tuple, set, frozenset):
+        return any(_holds_code(v) for v in value) if _len(value) < 10_000 else False
+    if t is dict:
+        return any(_holds_code(v) for kv in dict.items(value) for v in kv) if _len(value) < 10_000 else False
+    return False
+
+
+def run_job(code, setup, imports, probes: list, static: list, serve: bool, out_fd: int, in_fd: int) -> None:
+    """Run ``setup``, ``code`` (compiled by the executor; a str when it did not compile) and the test
+    ``imports``, then every static probe in order, then - when ``serve`` or a value stayed here as a handle -
+    the executor's requests until it closes fd 4. Never returns."""
+    pid = _getpid()
+    channel = _Channel(out_fd, in_fd)
+    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+    stage = "setup"
+    try:
+        for stage, program in (("setup", setup), ("code", code), ("test imports", imports)):
+            if _type(program) is _str:  # did not compile (in the executor); setup has run first
+                raise _NotCompiled(program)
+            if program is not None:
+                _exec(program, namespace)
+    except _BaseException as e:  # noqa: BLE001
+        if _getpid() == pid:
+            text = e.args[0] if _type(e) is _NotCompiled else \
+                f"{_exc_name_of(_type(e))}: {_safe_message(e)}".rstrip(": ")
+            channel.send(("abort", stage, text))
+        _exit(0)
+    if _getpid() != pid:
+        _exit(0)  # a fork() made by the program reached the harness: only the original answers
+    channel.send(("ready",))
+    server = _Server(namespace, channel, probes)
+    for k in static:
+        server.answer(k, probes[k], None)
+        if _getpid() != pid:
+            _exit(0)
+    if serve or server.handles:
+        server.serve()
     _exit(0)

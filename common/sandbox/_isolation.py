@@ -17,47 +17,84 @@ NOBODY = 65534  # root callers run candidates as this host uid
 NS_FLAGS = _linux.CLONE_NEWUSER | _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
 
 
-def _can_search(st: os.stat_result, uid: int, gid: int) -> bool:
-    bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
-    return bool(st.st_mode & bit)
+# What a candidate's filesystem holds besides its own /tmp and /proc: the interpreter (prefixes and the
+# site-packages on sys.path), the shared libraries C extensions load, the loader's cache and these devices.
+SYSTEM_LIBRARY_DIRS = ("/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/local/lib")
+SYSTEM_FILES = ("/etc/ld.so.cache",)
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_BUILD_AT = "/tmp"  # a private tmpfs is mounted here in our mount namespace to build the new root in
 
 
-def _expose_interpreter(uid: int, gid: int) -> None:
-    """Make the interpreter's directories reachable for ``uid`` (e.g. a pyenv under /root, mode 0700).
+def interpreter_paths() -> list[str]:
+    """Directories of the Python installation: its prefixes and the sys.path entries inside them or named
+    site-/dist-packages. Anything else on sys.path (an editable install pointing into a checkout) stays out."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    paths = set(prefixes)
+    for entry in sys.path:
+        real = os.path.realpath(entry) if entry else ""
+        if os.path.isdir(real) and (any(real == p or real.startswith(p + "/") for p in prefixes)
+                                    or os.path.basename(real) in ("site-packages", "dist-packages")):
+            paths.add(real)
+    return sorted(paths)
 
-    For each ancestor ``uid`` cannot enter, mount a tmpfs over it and bind-mount back only the needed paths.
-    """
-    wanted = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path}
-    wanted = sorted(p for p in wanted if p and os.path.isdir(p))
-    groups: dict[str, list[str]] = {}
-    for path in wanted:
-        cur = ""
-        for part in path.strip("/").split("/"):
-            cur += "/" + part
-            if not _can_search(os.stat(cur), uid, gid):
-                groups.setdefault(cur, []).append(path)
-                break
-    for blocked, paths in groups.items():
-        paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
-        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in paths]
-        _linux.mount("tmpfs", blocked, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV, "size=1m,mode=755")
-        for path, fd in zip(paths, fds):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _linux.mount(f"/proc/self/fd/{fd}", path, None, _linux.MS_BIND | _linux.MS_REC)
-            os.close(fd)
+
+def root_contents() -> list[str]:
+    """Every host path bind-mounted (read-only) into the candidates' root, outermost first."""
+    wanted = interpreter_paths() + [os.path.realpath(p) for p in SYSTEM_LIBRARY_DIRS if os.path.isdir(p)]
+    wanted += [p for p in SYSTEM_FILES + DEVICES if os.path.exists(p)]
+    unique = sorted(set(wanted))
+    return [p for p in unique if not any(p != q and p.startswith(q + "/") for q in unique)]
+
+
+def _mirror_symlinks(new_root: str) -> None:
+    """Recreate top-level symlinks such as /lib -> usr/lib (merged /usr) so library paths resolve as on the host."""
+    for name in ("lib", "lib64", "lib32"):
+        host = "/" + name
+        if os.path.islink(host) and not os.path.lexists(new_root + host):
+            os.symlink(os.readlink(host), new_root + host)
+
+
+def build_minimal_root() -> None:
+    """Replace our root by a tmpfs holding only ``root_contents()`` (read-only binds), empty /tmp and /dev
+    entries, and the host /proc (children cover it with their own; it must stay visible for the kernel to let
+    them mount a proc, and writable for their uid_map). pivot_root and a detached old root leave no path back
+    to the checkout, home directories, datasets or other mounts."""
+    nosuid_nodev = _linux.MS_NOSUID | _linux.MS_NODEV
+    _linux.mount("tmpfs", _BUILD_AT, "tmpfs", nosuid_nodev, "size=1m,mode=755")
+    new_root = _BUILD_AT + "/root"
+    os.mkdir(new_root, 0o755)
+    _linux.mount("tmpfs", new_root, "tmpfs", _linux.MS_NOSUID, "size=1m,mode=755")
+    _mirror_symlinks(new_root)
+    for path in root_contents():
+        target = new_root + path
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if os.path.isdir(path):
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        _linux.mount(path, target, None, _linux.MS_BIND | _linux.MS_REC)
+    os.mkdir(new_root + "/tmp", 0o1777)
+    os.chmod(new_root + "/tmp", 0o1777)
+    os.makedirs(new_root + "/proc", 0o555, exist_ok=True)
+    _linux.mount("/proc", new_root + "/proc", None, _linux.MS_BIND | _linux.MS_REC)
+    os.mkdir(new_root + "/.old", 0o700)
+    _linux.pivot_root(new_root, new_root + "/.old")
+    os.chdir("/")
+    _linux.umount("/.old", _linux.MNT_DETACH)
+    os.rmdir("/.old")
 
 
 def setup_namespaces() -> None:
-    """Enter a private read-only mount namespace and an empty network namespace; drop root to nobody."""
+    """Enter a private mount namespace with a minimal read-only root and an empty network namespace; drop root
+    to nobody."""
     euid, egid = os.geteuid(), os.getegid()
     if euid == 0:
         _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWNET)
     else:
         _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS | _linux.CLONE_NEWNET)
-        _linux.write_id_maps(euid, egid)
+        _linux.write_id_maps(_linux.id_map_plan(euid, egid))
     _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
-    if euid == 0:
-        _expose_interpreter(NOBODY, NOBODY)
+    build_minimal_root()
     # /proc stays writable so each child can write its own uid_map; the child then covers it (see ChildPlan)
     _linux.make_tree_readonly("/", except_path="/proc")
     if euid == 0:
@@ -77,6 +114,7 @@ class ChildPlan:
         self.id_maps = _linux.id_map_plan(os.geteuid(), os.getegid())
         self.deathsig = _linux.prepare("prctl", _linux.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         nosuid_nodev = _linux.MS_NOSUID | _linux.MS_NODEV
+        self.drop_capabilities = _linux.prepare_drop_capabilities()
         self.mounts = [_linux.prepare("mount", "tmpfs", "/tmp", "tmpfs", nosuid_nodev, f"size={TMPFS_SIZE},mode=1777")]
         if proc:  # a /proc showing only this pid namespace
             self.mounts.append(_linux.prepare("mount", "proc", "/proc", "proc", nosuid_nodev | _linux.MS_NOEXEC, None))
@@ -91,6 +129,8 @@ class ChildPlan:
             for mount in self.mounts:
                 _linux.call(mount)
             os.mkdir(workdir, 0o700)
+            for call in self.drop_capabilities:  # last: mounting needed them
+                _linux.call(call)
         # Its own process group (what the executor signals and renices), but not its own session: setsid() would
         # also give it its own scheduler autogroup (kernel.sched_autogroup_enabled, on by default), and autogroups
         # share the CPU equally whatever their members' nice values - a demoted infinite loop then still took a

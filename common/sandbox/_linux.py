@@ -32,8 +32,16 @@ AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 36
 
-_SYS = {"x86_64": {"clone": 56, "prctl": 157, "mount": 165},
-        "aarch64": {"clone": 220, "prctl": 167, "mount": 40}}.get(platform.machine(), {})
+PR_SET_SECUREBITS = 28
+# securebits: uid 0 (which every candidate is inside its user namespace) gains no capabilities through execve,
+# locked so the candidate cannot turn it off again
+SECBIT_NOROOT, SECBIT_NOROOT_LOCKED = 1 << 0, 1 << 1
+MNT_DETACH = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_SYS = {"x86_64": {"clone": 56, "prctl": 157, "mount": 165, "pivot_root": 155, "capset": 126},
+        "aarch64": {"clone": 220, "prctl": 167, "mount": 40, "pivot_root": 41, "capset": 91}}.get(
+    platform.machine(), {})
 SYS_MOUNT_SETATTR = 442  # same number on every architecture (added after the syscall tables were unified)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -129,6 +137,39 @@ def make_tree_readonly(path: str = "/", except_path: str = "/proc") -> None:
     for target, opts in _mount_options().items():
         if target == path or target.startswith(path.rstrip("/") + "/"):
             _remount(target, opts, readonly=target != except_path)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(ctypes.c_long(_SYS["pivot_root"]), new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def prepare_drop_capabilities() -> list[tuple]:
+    """The two prepared calls (see ``prepare``) that leave a process without any capability for good:
+    securebits NOROOT (locked: execve as uid 0 grants nothing), then capset with every set empty. A candidate is
+    root in its own user namespace, with every capability there: without this it could unmount its /proc or /tmp
+    and look at what lies beneath."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    keep = (header, data)  # the structures must outlive the prepared argument tuple
+    capset = (ctypes.c_long(_SYS["capset"]), ctypes.byref(header), ctypes.byref(data))
+    secure = prepare("prctl", PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED, 0, 0, 0)
+    _prepared_keepalive.append(keep)
+    return [secure, capset]
+
+
+_prepared_keepalive: list = []
 
 
 def prctl(option: int, arg: int) -> None:

@@ -33,6 +33,7 @@ import time
 import _harness
 import _isolation
 import _linux
+import _wire
 
 NOFILE_LIMIT = 256
 MAX_MESSAGE = 1 << 20
@@ -69,7 +70,7 @@ class Zygote:
 
     def receive(self) -> bool:
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 3)
         except ConnectionResetError:
             return False
         if not data:
@@ -80,18 +81,18 @@ class Zygote:
     def send(self, msg: tuple, fds: list[int] = ()) -> None:
         socket.send_fds(self.sock, [marshal.dumps(msg)], list(fds))
 
-    def spawn(self, idx, data, rep_w, out_w) -> None:
+    def spawn(self, idx, data, rep_w, out_w, req_r) -> None:
         try:
             pid = _linux.clone(self.flags)
         except OSError as e:
-            os.close(rep_w)
-            os.close(out_w)
+            for fd in (rep_w, out_w, req_r):
+                os.close(fd)
             self.send(("exit", idx, -e.errno, 0.0))
             return
         if pid == 0:
-            self.child(data, rep_w, out_w)  # never returns
-        os.close(rep_w)
-        os.close(out_w)
+            self.child(data, rep_w, out_w, req_r)  # never returns
+        for fd in (rep_w, out_w, req_r):
+            os.close(fd)
         pidfd = os.pidfd_open(pid)
         self.children[pid] = (idx, pidfd)
         self.by_pidfd[pidfd] = pid
@@ -133,10 +134,9 @@ class Zygote:
                     pass
             time.sleep(0.001)
 
-    def child(self, data, rep_w, out_w) -> None:
-        token = b""
+    def child(self, data, rep_w, out_w, req_r) -> None:
         try:  # everything that can fail ends here, in os._exit: never back into a copy of the zygote's loop
-            token, workdir, cpu_limit, mem, code, setup, tests = marshal.loads(memoryview(data)[8:])
+            workdir, cpu_limit, mem, code, setup, imports, probes, static, serve = marshal.loads(memoryview(data)[8:])
             self.plan.isolate(workdir)
             limits = [(resource.RLIMIT_CPU, cpu_limit), (resource.RLIMIT_AS, mem),
                       (resource.RLIMIT_NOFILE, NOFILE_LIMIT), (resource.RLIMIT_NPROC, self.nproc)]
@@ -147,17 +147,18 @@ class Zygote:
             os.dup2(out_w, 1)
             os.dup2(out_w, 2)
             os.dup2(rep_w, 3, inheritable=False)
-            os.closerange(4, 1 << 20)
+            os.dup2(req_r, 4, inheritable=False)
+            os.closerange(5, 1 << 20)
             tempfile.tempdir = workdir
             if not self.ns:
                 os.environ["TMPDIR"] = workdir
         except BaseException as e:  # noqa: BLE001
-            try:
-                os.write(rep_w, token + f" error sandbox set-up failed: {type(e).__name__}: {e}\n".encode())
+            try:  # sent before "ready": the executor reports it as an error in the set-up
+                os.write(rep_w, _wire.encode(("abort", "sandbox set-up", f"{type(e).__name__}: {e}")))
             finally:
                 os._exit(125)
         try:
-            _harness.run_program(code, setup, token, 3, tests)
+            _harness.run_job(code, setup, imports, probes, static, serve, 3, 4)
         finally:
             os._exit(126)
 
