@@ -111,6 +111,9 @@ class SandboxConfig:
     timeout: float = _f(5.0, "Wall-clock seconds per candidate (paper: 5 s per assert).")
     memory_mb: int = _f(1024, "Address-space limit per candidate.")
     workers: int | None = _f(None, "Parallel candidates; None = number of cores.")
+    test_timeout: float | None = _f(
+        None, "Optional wall-clock seconds per test (the paper: 5 s per assert); a test over it is a timeout and "
+        "the next test still runs. None = only the per-candidate timeout.")
 
 
 @dataclass

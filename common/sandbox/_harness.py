@@ -365,7 +365,13 @@ class _Server:
         except _BaseException:  # noqa: BLE001 - unmarshallable: a candidate-defined object, a generator...
             pass
         self.handles.append(value)
-        return self.channel.send(("h", k, _len(self.handles) - 1, _exc_name_of(_type(value))))
+        truth = None  # its truth value travels along when C or the standard library computes it (re.Match)
+        if _type_problem(_type(value), _TRUTH_DUNDERS) is None:
+            try:
+                truth = _bool(value)
+            except _BaseException:  # noqa: BLE001
+                truth = None
+        return self.channel.send(("h", k, _len(self.handles) - 1, _exc_name_of(_type(value)), truth))
 
     def bindings(self, items) -> dict:
         out = {}

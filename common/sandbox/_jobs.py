@@ -188,7 +188,8 @@ class Job:
         if kind in ("v", "h", "x", "u", "b") and len(m) >= 3 and type(m[1]) is int:
             if kind == "b" and not (len(m) == 3 and type(m[2]) is str and m[2] in _BUILTIN_OBJECTS):
                 raise ValueError("a malformed builtin reference")
-            if kind == "h" and not (len(m) == 4 and type(m[2]) is int and type(m[3]) is str):
+            if kind == "h" and not (len(m) == 5 and type(m[2]) is int and type(m[3]) is str
+                                    and m[4] in (True, False, None) and type(m[4]) is not int):
                 raise ValueError("a malformed handle")
             if kind == "x" and not (len(m) == 4 and type(m[2]) is str and type(m[3]) is str):
                 raise ValueError("a malformed exception")

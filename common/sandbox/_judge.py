@@ -50,13 +50,22 @@ def _refuse(*_args, **_kwargs):
 class Handle:
     """A value that stayed in the candidate's process. Every operation the judge could apply refuses."""
 
-    __slots__ = ("_mi_handle", "_mi_type")
+    __slots__ = ("_mi_handle", "_mi_type", "_mi_truth")
 
-    def __init__(self, handle: int, type_name: str):
+    def __init__(self, handle: int, type_name: str, truth: bool | None = None):
         object.__setattr__(self, "_mi_handle", handle)
         object.__setattr__(self, "_mi_type", type_name)
+        object.__setattr__(self, "_mi_truth", truth)
 
     __getattribute__ = __setattr__ = __delattr__ = __getattr__ = _refuse  # type: ignore[assignment]
+
+    def _truth(self) -> bool:
+        """Its truth value when the candidate's process could compute it with C/standard-library code (a
+        ``re.Match``), which is then a value like any other; else refuse."""
+        truth = object.__getattribute__(self, "_mi_truth")
+        if truth is None:
+            raise NeedsCandidate
+        return truth
 
 
 for _name in ("eq ne lt le gt ge bool len iter contains getitem setitem delitem call hash add radd sub rsub mul "
@@ -65,6 +74,7 @@ for _name in ("eq ne lt le gt ge bool len iter contains getitem setitem delitem 
               "bytes reversed instancecheck subclasscheck enter exit next reduce reduce_ex dir sizeof").split():
     setattr(Handle, f"__{_name}__", _refuse)
 del _name
+Handle.__bool__ = Handle._truth
 
 
 def handle_id(value) -> int | None:
@@ -226,7 +236,7 @@ class Judge:
         if kind == "v":
             return answer[2], None
         if kind == "h":
-            return Handle(answer[2], answer[3]), None
+            return Handle(answer[2], answer[3], answer[4]), None
         if kind == "b":
             return getattr(builtins, answer[2]), None
         return None, raised(answer[2], answer[3])

@@ -12,7 +12,21 @@ from typing import Any, Mapping, Sequence
 from common.config import SandboxConfig
 from common.signals.mi import maintainability_indices
 
-SCORE_COLUMNS = ("passed", "status", "detail", "duration", "mi")
+SCORE_COLUMNS = ("passed", "status", "detail", "duration", "tests_passed", "tests_total", "mi")
+
+
+def entry_points(task: Mapping[str, Any]) -> list[str]:
+    """The names a task's reference solution defines at top level: the functions under test. The sandbox lets
+    a builtin name a test calls resolve to the candidate's definition only for these (MBPP task 126 tests its
+    own ``sum``), so a candidate cannot redefine ``sorted`` or ``set`` to bend what the test computes."""
+    import ast
+
+    try:
+        tree = ast.parse(task.get("code") or "")
+    except (SyntaxError, ValueError):
+        return []
+    return sorted({node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                       ast.ClassDef))})
 
 
 def score_solutions(task_ids: Sequence[int], codes: Sequence[str], tasks: Mapping[int, Mapping[str, Any]],
@@ -27,14 +41,17 @@ def score_solutions(task_ids: Sequence[int], codes: Sequence[str], tasks: Mappin
     if missing:
         raise KeyError(f"solutions reference unknown task ids {missing[:10]}")
     keys = list(dict.fromkeys(zip((int(t) for t in task_ids), codes)))
-    jobs = [{"code": code, "tests": list(tasks[tid]["test_list"]), "setup": tasks[tid].get("test_setup_code") or ""}
+    entry = {tid: entry_points(tasks[tid]) for tid in {tid for tid, _ in keys}}
+    jobs = [{"code": code, "tests": list(tasks[tid]["test_list"]), "setup": tasks[tid].get("test_setup_code") or "",
+             "imports": list(tasks[tid].get("test_imports") or []), "entry_points": entry[tid]}
             for tid, code in keys]
     results = run_batch(jobs, workers=sandbox.workers, timeout=sandbox.timeout, memory_mb=sandbox.memory_mb,
-                        desc=desc) if jobs else []
+                        desc=desc, test_timeout=sandbox.test_timeout) if jobs else []
     mis = maintainability_indices(code for _, code in keys)
     by_key = {
         key: {"passed": bool(res.passed), "status": res.status, "detail": res.detail[:300],
-              "duration": float(res.duration), "mi": mi}
+              "duration": float(res.duration), "tests_passed": int(res.tests_passed),
+              "tests_total": int(res.tests_total), "mi": mi}
         for key, res, mi in zip(keys, results, mis)
     }
     return [dict(by_key[(int(tid), code)]) for tid, code in zip(task_ids, codes)]
