@@ -297,6 +297,7 @@ class Executor:
             self.spawn(job, job.restart_static())
             return
         self.emit(job.result())
+        job.release()
 
     def death(self, job: Job, status: int, cpu: float) -> tuple[str, str]:
         """(status, detail) for a child that ended before the judge was done with it."""

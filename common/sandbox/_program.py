@@ -47,11 +47,12 @@ class TestCompileError(Exception):
 class TestProgram:
     """A compiled test: ``judge`` (module code defining the generator ``__mi_tests``), ``probes`` (child code
     objects, eval mode), ``static`` (per probe: no bindings), ``units`` (source per unit, for details),
-    ``unit_code`` (child code per unit for in-candidate judging, comparisons checked), ``unit_free`` (judge
+    ``unit_code`` (child code per unit for in-candidate judging, see ``unit_code()``), ``unit_free`` (judge
     names each unit reads), ``imports`` (child code run after the program, or None), ``first_probe`` (per
     unit: index of its first static probe, for restarts after a per-test timeout)."""
 
-    __slots__ = ("judge", "probes", "static", "units", "unit_code", "unit_free", "imports", "first_probe", "serve")
+    __slots__ = ("judge", "probes", "static", "units", "unit_code", "unit_free", "imports", "first_probe", "serve",
+                 "aliases")
 
 
 # --------------------------------------------------------------------------------------------- names --
@@ -129,15 +130,31 @@ class _Names:
 
 
 # ------------------------------------------------------------------------------------------- probes --
+def _located(new, old):
+    new.lineno, new.col_offset = old.lineno, old.col_offset
+    new.end_lineno, new.end_col_offset = old.end_lineno, old.end_col_offset
+    return new
+
+
 class _Splitter:
     def __init__(self, names: _Names, program: TestProgram):
         self.names, self.program = names, program
         self.unit = -1
         self.loop_depth = 0  # probes inside loops are asked for once per iteration: never static
+        self.memo: dict[int, bool] = {}
 
     def mentions_program(self, node) -> bool:
-        local = scope_bound(node)
-        return any(self.names.program(n) for n in loaded_names(node) - local)
+        """Whether ``node`` reads a program name (memoised per statement: the splitter asks at every level)."""
+        hit = self.memo.get(id(node))
+        if hit is None:
+            if isinstance(node, ast.Name):
+                hit = isinstance(node.ctx, ast.Load) and self.names.program(node.id)
+            elif isinstance(node, _SCOPES):  # names its own lambdas/comprehensions bind do not count
+                hit = any(self.names.program(n) for n in loaded_names(node) - scope_bound(node))
+            else:
+                hit = any(self.mentions_program(c) for c in ast.iter_child_nodes(node))
+            self.memo[id(node)] = hit
+        return hit
 
     def program_side(self, node) -> bool:
         if isinstance(node, ast.Name):
@@ -162,9 +179,10 @@ class _Splitter:
             elif isinstance(value, ast.expr):
                 setattr(node, field, self.expr(value))
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.Is, ast.IsNot)):
-            same = ast.Call(ast.Attribute(ast.Name(J, ast.Load()), "same", ast.Load()),
-                            [node.left, node.comparators[0]], [])
-            return ast.copy_location(same if isinstance(node.ops[0], ast.Is) else ast.UnaryOp(ast.Not(), same), node)
+            same = _located(ast.Call(_located(ast.Attribute(_located(ast.Name(J, ast.Load()), node), "same",
+                                                            ast.Load()), node), [node.left, node.comparators[0]], []),
+                            node)
+            return same if isinstance(node.ops[0], ast.Is) else _located(ast.UnaryOp(ast.Not(), same), node)
         return node
 
     def keyword(self, v):
@@ -174,27 +192,30 @@ class _Splitter:
 
     def make_probe(self, node):
         hoisted: list = []
-        local = scope_bound(node)
-        body = self.hoist(node, hoisted, local)
-        for alias, real in self.names.aliases.items():
+        names = loaded_names(node)
+        if any(self.names.judge_bound(n) for n in names):  # else (MBPP) nothing to hoist: skip the walk
+            body = self.hoist(node, hoisted, scope_bound(node))
+        else:
+            body = node
+        if any(a in names for a in self.names.aliases):
             for n in ast.walk(body):
-                if isinstance(n, ast.Name) and n.id == alias:
-                    n.id = real
-        source = ast.unparse(node)
-        try:
-            code = compile(ast.fix_missing_locations(ast.Expression(body)), "<test>", "eval", dont_inherit=True,
-                           optimize=0)
-        except (SyntaxError, ValueError) as e:
-            raise TestCompileError(f"cannot split {source!r}: {e}") from None
+                if isinstance(n, ast.Name) and n.id in self.names.aliases:
+                    n.id = self.names.aliases[n.id]
+        try:  # the probe keeps the test's own source positions: no fix_missing_locations walk needed
+            code = compile(ast.Expression(body), "<test>", "eval", dont_inherit=True, optimize=0)
+        except (SyntaxError, ValueError, TypeError) as e:
+            raise TestCompileError(f"cannot split {ast.unparse(node)!r}: {e}") from None
         k = len(self.program.probes)
         static = not hoisted and not self.loop_depth
         self.program.probes.append(code)
         self.program.static.append(static)
         if static and self.unit >= 0 and self.program.first_probe[self.unit] is None:
             self.program.first_probe[self.unit] = k
-        args = ast.Tuple([h for h in hoisted], ast.Load())
-        call = ast.Call(ast.Attribute(ast.Name(J, ast.Load()), "probe", ast.Load()), [ast.Constant(k), args], [])
-        return ast.copy_location(ast.Yield(call), node)
+        args = _located(ast.Tuple(hoisted, ast.Load()), node)
+        call = _located(ast.Call(_located(ast.Attribute(_located(ast.Name(J, ast.Load()), node), "probe",
+                                                        ast.Load()), node),
+                                 [_located(ast.Constant(k), node), args], []), node)
+        return _located(ast.Yield(call), node)
 
     def hoist(self, node, hoisted: list, local: set[str]):
         """Replace maximal judge-only sub-expressions of a probe by ``__mi_b<i>`` names (their values)."""
@@ -203,7 +224,7 @@ class _Splitter:
             if names and not names & local and not any(self.names.program(n) for n in names) \
                     and any(self.names.judge_bound(n) for n in names):
                 hoisted.append(node)
-                return ast.copy_location(ast.Name(f"__mi_b{len(hoisted) - 1}", ast.Load()), node)
+                return _located(ast.Name(f"__mi_b{len(hoisted) - 1}", ast.Load()), node)
         for field, value in ast.iter_fields(node):
             if isinstance(value, list):
                 setattr(node, field, [self.hoist(v, hoisted, local) if isinstance(v, ast.AST) else v for v in value])
@@ -213,6 +234,7 @@ class _Splitter:
 
     def statement(self, stmt):
         """Rewrite the expressions of one statement (nested statements included, nested defs refused)."""
+        self.memo.clear()
         for n in ast.walk(stmt):
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and self.mentions_program(n):
                 raise TestCompileError("a function or class defined inside a test may not call the program")
@@ -268,21 +290,18 @@ def _wrap_unit(k: int, body: list) -> ast.Try:
     return tree
 
 
-def _child_unit_code(stmts: list, names: _Names, source: str):
-    """The unit as the candidate's process runs it when judged there: program names resolve in its namespace,
-    comparisons are checked (see ``_harness.rewrite_checked``)."""
-    module = ast.Module(body=[_rename(s, names.aliases) for s in stmts], type_ignores=[])
-    return compile(rewrite_checked(module), "<test>", "exec", dont_inherit=True, optimize=0)
-
-
-def _rename(stmt, aliases: dict[str, str]):
-    import copy
-
-    stmt = copy.deepcopy(stmt)
-    for n in ast.walk(stmt):
-        if isinstance(n, ast.Name) and n.id in aliases:
-            n.id = aliases[n.id]
-    return stmt
+def unit_code(p: TestProgram, k: int):
+    """Unit ``k`` as the candidate's process runs it when it is judged there (program names resolve in its
+    namespace, comparisons checked: ``_harness.rewrite_checked``). Compiled on first need: most programs never
+    need it, and compiling it for every unit doubled the cost of a test."""
+    code = p.unit_code[k]
+    if code is None:
+        module = ast.parse(p.units[k], "<test>")
+        for n in ast.walk(module):
+            if isinstance(n, ast.Name) and n.id in p.aliases:
+                n.id = p.aliases[n.id]
+        code = p.unit_code[k] = compile(rewrite_checked(module), "<test>", "exec", dont_inherit=True, optimize=0)
+    return code
 
 
 def _parse(source: str, what: str) -> list:
@@ -295,30 +314,34 @@ def _parse(source: str, what: str) -> list:
 def _new_program() -> TestProgram:
     p = TestProgram()
     p.probes, p.static, p.units, p.unit_code, p.unit_free, p.first_probe = [], [], [], [], [], []
+    p.aliases = {}
     return p
 
 
 def _add_unit(p: TestProgram, splitter: _Splitter, names: _Names, stmts: list, source: str) -> ast.Try:
-    import copy
-
+    """Unit ``k``: ``stmts`` (parsed for this program alone, rewritten in place) and its ``source``."""
     k = len(p.units)
     p.units.append(source)
     p.first_probe.append(None)
-    p.unit_code.append(_child_unit_code(stmts, names, source))
+    p.unit_code.append(None)
+    p.aliases = names.aliases
     free = set()
     for s in stmts:
         free |= loaded_names(s)
     p.unit_free.append(tuple(sorted(n for n in free if names.judge_bound(n))))
     splitter.unit = k
-    body = [splitter.statement(copy.deepcopy(s)) for s in stmts]
+    body = [splitter.statement(s) for s in stmts]
     return _wrap_unit(k, body)
 
 
 def _judge_function(name: str, args: list[str], body: list) -> ast.FunctionDef:
-    arguments = ast.arguments(posonlyargs=[], args=[ast.arg(a) for a in args], vararg=None, kwonlyargs=[],
+    guard_at = ast.parse("x").body[0]  # any node at line 1: the position generated nodes report
+    arguments = ast.arguments(posonlyargs=[], args=[_located(ast.arg(a), guard_at) for a in args], vararg=None, kwonlyargs=[],
                               kw_defaults=[], kwarg=None, defaults=[])
     guard = ast.parse("if False:\n    yield None").body  # a generator even without probes
-    return ast.FunctionDef(name, arguments, body + guard, [], None)
+    function = ast.FunctionDef(name, arguments, body + guard, [], None)
+    function.lineno, function.col_offset, function.end_lineno, function.end_col_offset = 1, 0, 1, 0
+    return function
 
 
 def _stdlib_prelude(nodes: list, names: _Names) -> list:
@@ -332,7 +355,7 @@ def _stdlib_prelude(nodes: list, names: _Names) -> list:
 
 
 def _finish(p: TestProgram, module_body: list, imports_src: list[str]) -> TestProgram:
-    module = ast.fix_missing_locations(ast.Module(body=module_body, type_ignores=[]))
+    module = ast.Module(body=module_body, type_ignores=[])  # every node carries a position already
     p.judge = compile(module, "<test>", "exec", dont_inherit=True, optimize=0)
     p.serve = not all(p.static)
     p.imports = compile("\n".join(imports_src), "<test imports>", "exec", dont_inherit=True) if imports_src else None
