@@ -238,8 +238,8 @@ ATTACKS = {
                     except OSError:
                         pass
         threading.Thread(target=spin, daemon=True).start()
-        def f(x):
-            return x + 1
+        def f(x):  # wrong: whatever the thread writes, the judge only sees this value
+            return x
     '''),
     "segfault": "import ctypes\nctypes.string_at(0)\n",
 }

@@ -29,8 +29,8 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
+import _child  # noqa: E402,F401 (imported before the zygote forks: children inherit it)
 import _harness  # noqa: E402
-import _jobs  # noqa: E402
 import _isolation  # noqa: E402
 import _linux  # noqa: E402
 import _zygote  # noqa: E402

@@ -1,34 +1,25 @@
-"""In-sandbox side of a job: runs the program, evaluates the probes it is sent and ships their values.
+"""Comparison checks for units judged inside the candidate's process, and compilation of the program.
 
-This module runs inside the forked, already-isolated child. The judging happens elsewhere (``_judge``, in the
-executor): here we only
-
-* run ``setup``, the program and the test imports, in one namespace (``__name__ == "__sandbox__"``);
-* evaluate each probe (``_program``: a call of the program's code, with its inputs) and write its value as a
-  frame (``_wire``) to fd 3 - plain data as is, anything else as a handle kept in this process, an exception as
-  its type name and message (never the candidate's ``__str__``);
-* answer the executor's requests on fd 4: more probes (with values from the judge), and units the judge could
-  not decide because they touch a handle. Only then does a test's expected value enter this process; it is
-  judged here with the comparison checks below, and the executor records that it was.
-
-The comparison checks (kept from the first sandbox, for those in-candidate units): asserts are rewritten so a
-comparison only counts between "honest" operands, whose comparison and truth dunders (at any depth inside
-lists, tuples, dicts, sets and deques) are implemented in C or in files installed under the interpreter's
-prefix; every builtin used here is bound at import, before any candidate code runs.
+Most tests are judged in the executor (``_judge``) on plain values and need none of this. A unit whose value
+could not be shipped (an instance of a class the program defines) is judged inside the candidate's process
+(``_child``); there, asserts are rewritten so a comparison only counts between "honest" operands: their
+comparison and truth dunders (``__eq__``, ``__lt__``, ``__bool__``, ... at any depth inside lists, tuples,
+dicts, sets and deques) are implemented in C or in files installed under the interpreter's prefix (stdlib,
+site-packages). An object defined by the candidate with ``__eq__ = lambda *a: True`` therefore fails
+``assert make() == 5`` with a clear detail instead of passing; a class that does not override those dunders
+(a plain record, an ``int`` subclass) still compares normally. Every builtin used here is bound at import,
+before any candidate code runs, so rebinding ``builtins.type`` or ``builtins.list`` cannot blind the checks.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
-import marshal
 import operator
 import os
 import sys
 import types
 from collections import deque as _deque
-
-from _wire import FRAME_CAP
 
 # Bound at import (before any candidate code runs): the candidate may rebind the builtins, not these names.
 # Copying every public builtin into this module's globals makes `list`, `type`, `isinstance`... below resolve
@@ -269,196 +260,3 @@ def _describe(exc) -> str:
     except _BaseException:
         text = _type(exc).__name__
     return text
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if _len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
-
-
-class _NotCompiled(Exception):
-    """Setup or code did not compile (in the executor); carries the compiler's message."""
-
-
-_marshal_dumps, _marshal_loads = marshal.dumps, marshal.loads
-_FRAME_CAP = FRAME_CAP
-_EXACT_MESSAGE_TYPES = frozenset(map(id, (str, int, float, bool, type(None))))
-_exc_name_of = type.__dict__["__name__"].__get__
-
-
-def _safe_message(e) -> str:
-    """An exception's message without running anything the candidate wrote (no ``__str__``/``__repr__`` of
-    its classes): only plain str/number arguments, truncated before any formatting."""
-    try:
-        args = BaseException.__dict__["args"].__get__(e)
-    except _BaseException:
-        return ""
-    if _type(args) is not _tuple or not args or _len(args) > 4:
-        return ""
-    parts = []
-    for a in args:
-        if _id(_type(a)) not in _EXACT_MESSAGE_TYPES:
-            return ""
-        if _type(a) is _str:
-            parts.append(a[:_DETAIL_MAX])
-        else:
-            try:
-                parts.append(_repr(a)[:_DETAIL_MAX])
-            except _BaseException:  # an int too long to print
-                parts.append("<number>")
-    return ", ".join(parts)[:_DETAIL_MAX]
-
-
-class _Channel:
-    """Frames to the executor (fd 3) and from it (fd 4); see ``_wire``."""
-
-    def __init__(self, out_fd: int, in_fd: int):
-        self.out_fd, self.in_fd, self.buf = out_fd, in_fd, b""
-
-    def send(self, message) -> None:
-        for stream in (_stdout, _stderr):  # what the program printed reaches the executor before it may kill us
-            try:
-                stream.flush()
-            except _BaseException:
-                pass
-        payload = _marshal_dumps(message)
-        data = memoryview(_len(payload).to_bytes(4, "little") + payload)
-        while data:
-            data = data[_write(self.out_fd, data):]
-
-    def receive(self):
-        while True:
-            if _len(self.buf) >= 4:
-                size = int.from_bytes(self.buf[:4], "little")
-                if _len(self.buf) >= 4 + size:
-                    payload, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
-                    return _marshal_loads(payload)
-            chunk = _read(self.in_fd, 1 << 20)
-            if not chunk:
-                return None
-            self.buf += chunk
-
-
-class _Server:
-    def __init__(self, namespace: dict, channel: _Channel, probes: list):
-        self.namespace, self.channel, self.probes = namespace, channel, probes
-        self.handles: list = []
-
-    def answer(self, k: int, code, extra: dict | None):
-        """Evaluate probe ``code``; ship ("v", k, value), ("h", k, handle, type) or ("x", k, name, message)."""
-        try:
-            if extra:
-                scope = dict(self.namespace)
-                scope.update(extra)
-            else:
-                scope = self.namespace
-            value = _eval(code, scope)
-        except _BaseException as e:  # noqa: BLE001 - what the program raised is the answer
-            return self.channel.send(("x", k, _exc_name_of(_type(e)), _safe_message(e)))
-        name = _BUILTIN_IDS.get(_id(value))
-        if name is not None:  # int, len, ValueError...: the judge has the same object
-            return self.channel.send(("b", k, name))
-        try:
-            payload = _marshal_dumps(value)
-            if _len(payload) <= _FRAME_CAP - 64 and not _holds_code(value):
-                return self.channel.send(("v", k, value))
-        except _BaseException:  # noqa: BLE001 - unmarshallable: a candidate-defined object, a generator...
-            pass
-        self.handles.append(value)
-        truth = None  # its truth value travels along when C or the standard library computes it (re.Match)
-        if _type_problem(_type(value), _TRUTH_DUNDERS) is None:
-            try:
-                truth = _bool(value)
-            except _BaseException:  # noqa: BLE001
-                truth = None
-        return self.channel.send(("h", k, _len(self.handles) - 1, _exc_name_of(_type(value)), truth))
-
-    def bindings(self, items) -> dict:
-        out = {}
-        for name, (kind, value) in items:
-            if kind == "v":
-                out[name] = value
-            elif kind == "h" and _type(value) is int and 0 <= value < _len(self.handles):
-                out[name] = self.handles[value]
-            else:
-                raise ValueError(f"the judge could not pass {name}: {value}")
-        return out
-
-    def judge_unit(self, k: int, code, items) -> None:
-        """A unit the executor could not judge (it touches a handle): run it here, comparisons checked."""
-        try:
-            scope = dict(self.namespace)
-            scope.update(self.bindings(_tuple(items.items())))
-            scope[CMP_NAME], scope[TRUTH_NAME] = _cmp, _truth
-            _exec(code, scope)
-            status, detail = "passed", ""
-        except _AssertionError as e:
-            status, detail = "failed", _safe_message(e)
-        except _BaseException as e:  # noqa: BLE001
-            status, detail = "error", f"{_exc_name_of(_type(e))}: {_safe_message(e)}"
-        self.channel.send(("u", k, status, detail))
-
-    def serve(self) -> None:
-        while True:
-            request = self.channel.receive()
-            if request is None:
-                return
-            if request[0] == "p":
-                k, items = request[1], request[2]
-                try:
-                    extra = self.bindings((f"__mi_b{i}", b) for i, b in enumerate(items))
-                except _BaseException as e:  # noqa: BLE001
-                    self.channel.send(("x", k, "TypeError", _safe_message(e)))
-                    continue
-                self.answer(k, self.probes[k], extra)
-            elif request[0] == "u":
-                self.judge_unit(request[1], request[2], request[3])
-
-
-_code_type = type(compile("0", "<x>", "eval"))
-_BUILTIN_IDS = {_id(v): k for k, v in vars(builtins).items() if not k.startswith("_") and callable(v)}
-
-
-def _holds_code(value) -> bool:
-    """marshal also ships code objects; the executor would refuse the frame, so keep those as handles."""
-    t = _type(value)
-    if t is _code_type:
-        return True
-    if t in (list, tuple, set, frozenset):
-        return any(_holds_code(v) for v in value) if _len(value) < 10_000 else False
-    if t is dict:
-        return any(_holds_code(v) for kv in dict.items(value) for v in kv) if _len(value) < 10_000 else False
-    return False
-
-
-def run_job(code, setup, imports, probes: list, static: list, serve: bool, out_fd: int, in_fd: int) -> None:
-    """Run ``setup``, ``code`` (compiled by the executor; a str when it did not compile) and the test
-    ``imports``, then every static probe in order, then - when ``serve`` or a value stayed here as a handle -
-    the executor's requests until it closes fd 4. Never returns."""
-    pid = _getpid()
-    channel = _Channel(out_fd, in_fd)
-    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
-    stage = "setup"
-    try:
-        for stage, program in (("setup", setup), ("code", code), ("test imports", imports)):
-            if _type(program) is _str:  # did not compile (in the executor); setup has run first
-                raise _NotCompiled(program)
-            if program is not None:
-                _exec(program, namespace)
-    except _BaseException as e:  # noqa: BLE001
-        if _getpid() == pid:
-            text = e.args[0] if _type(e) is _NotCompiled else \
-                f"{_exc_name_of(_type(e))}: {_safe_message(e)}".rstrip(": ")
-            channel.send(("abort", stage, text))
-        _exit(0)
-    if _getpid() != pid:
-        _exit(0)  # a fork() made by the program reached the harness: only the original answers
-    channel.send(("ready",))
-    server = _Server(namespace, channel, probes)
-    for k in static:
-        server.answer(k, probes[k], None)
-        if _getpid() != pid:
-            _exit(0)
-    if serve or server.handles:
-        server.serve()
-    _exit(0)

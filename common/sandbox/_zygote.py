@@ -30,7 +30,7 @@ import socket
 import tempfile
 import time
 
-import _harness
+import _child
 import _isolation
 import _linux
 import _wire
@@ -158,7 +158,7 @@ class Zygote:
             finally:
                 os._exit(125)
         try:
-            _harness.run_job(code, setup, imports, probes, static, serve, 3, 4)
+            _child.run_job(code, setup, imports, probes, static, serve, 3, 4)
         finally:
             os._exit(126)
 
