@@ -2,9 +2,11 @@
 
 Every stage (candidate filtering, self-generation, evaluation) executes code we did not write. The reference
 notebooks ``exec``-ed it in the notebook process; here each candidate runs in its own forked child of a small
-executor process (``_executor.py``), inside fresh user/mount/pid namespaces with rlimits, and a pass is an
-authenticated report written after the last assert (``_harness.py``). See docs/sandbox.md for the threat model
-and the measured throughput.
+executor process (``_executor.py``), inside fresh user/mount/pid namespaces over a minimal read-only root, with
+rlimits and no capabilities. The child only evaluates the calls of its own code and ships their values back
+(``_child.py``); a judge in the executor, which alone holds the expected values, decides each test
+(``_program.py`` splits the tests, ``_judge.py`` runs them). See docs/sandbox.md for the threat model and the
+measured throughput.
 
     >>> from common.sandbox import run_tests
     >>> run_tests("def f(x):\\n    return x + 1", ["assert f(1) == 2"]).status
@@ -357,7 +359,7 @@ def run_batch(jobs: Iterable[Any], workers: int | None = None, timeout: float = 
 
 
 def isolation_level() -> str:
-    """Which isolation is active, e.g. "namespaces(user,mount,pid,net)+rlimits" or "rlimits+pgroup"."""
+    """Which isolation is active, e.g. "namespaces(user,mount,pid,net)+minimal-root+rlimits" or "rlimits+pgroup"."""
     return _sandbox().isolation_level()
 
 

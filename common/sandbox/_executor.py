@@ -4,20 +4,23 @@ Why a separate process: the caller may hold CUDA contexts and gigabytes of weigh
 candidate would be slow and unsafe. This script is started once (``python -I``) by ``common.sandbox``, imports
 only the standard library, and talks JSON lines over its stdin/stdout: jobs in, verdicts out. JSON (not
 pickle) because a sandboxed program that reached these pipes must not gain code execution in the caller.
-It compiles each job's tests (cached), hands the job to its zygote (``_zygote.py``, the only process that
-forks), drains the child's pipes, enforces the deadlines and writes the verdicts.
+It compiles each job's program and test program (cached), hands the job to its zygote (``_zygote.py``, the only
+process that forks), feeds the values the child ships to the job's judge (``_jobs.py``, ``_judge.py``), forwards
+the judge's requests, enforces the deadlines and writes the verdicts. Nothing a child sends reaches the client
+unchecked: every line we write is built here.
 
 Isolation, set up once here and per child (see docs/sandbox.md for what each layer stops):
 
-* executor (and the zygote forked from it): its own mount namespace where every mount is read-only and nosuid,
-  its own empty network namespace (shared by all children: no interface but a loopback they cannot bring up),
-  and - when started as root - the uid ``nobody`` (interpreter directories hidden under a private home are
-  bind-mounted back); ``no_new_privs``, no core files, a file-size limit.
+* executor (and the zygote forked from it): its own mount namespace whose root is a tmpfs with read-only binds
+  of the Python installation, system libraries and a few devices only (``_isolation.build_minimal_root``), its
+  own empty network namespace (shared by all children: no interface but a loopback they cannot bring up), and -
+  when started as root - the uid ``nobody``; ``no_new_privs``, no core files, a file-size limit.
 * child: ``clone(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID)``. It is pid 1 of a fresh pid namespace, so when it
   exits or is killed the kernel kills every process it started (setsid/fork grandchildren included) before it
   is reaped. It mounts a private tmpfs on /tmp (its working directory; freed with the namespace, even if the
-  executor crashes) and a fresh /proc showing only itself. Then setpgid, rlimits (CPU = timeout, address
-  space, processes, files), stdin = /dev/null, stdout/stderr = a pipe drained here with a cap.
+  executor crashes) and a fresh /proc showing only itself, then drops every capability. Then setpgid, rlimits
+  (CPU = time left, address space, processes, files), stdin = /dev/null, stdout/stderr = a pipe drained here
+  with a cap, fd 3 its frames to us, fd 4 our requests.
 * fallback where namespaces are unavailable: the same child without namespaces, a host temp directory removed
   afterwards, and the zygote as child subreaper so orphans are found and killed ("rlimits+pgroup").
 """

@@ -8,9 +8,10 @@ longer forks, writes its pages without faults.
 
 Protocol over a SOCK_SEQPACKET socketpair, one message per datagram:
 
-* executor -> zygote: the job's index (8 bytes, little-endian), then the marshal-ed tuple (token, workdir,
-  cpu_limit, mem_bytes, code, setup, tests) with code, setup (None when empty) and tests already compiled by the
-  executor (code objects), and the write ends of the job's report and output pipes attached (SCM_RIGHTS). Only
+* executor -> zygote: the job's index (8 bytes, little-endian), then the marshal-ed tuple (workdir, cpu_limit,
+  mem_bytes, code, setup, imports, probes, static, serve) with code, setup, imports and the probes already compiled
+  by the executor (code objects; never the judge program, which holds the expected values), and the write ends of
+  the job's frame and output pipes and the read end of its request pipe attached (SCM_RIGHTS). Only
   the child unmarshals the tuple: every page the zygote writes between two clones costs it a copy-on-write fault
   (its pages are shared with the children alive), and building those objects in the zygote cost ~40 of them per
   candidate (138 -> 98 measured).
