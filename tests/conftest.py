@@ -44,3 +44,25 @@ def gemma_270m():
     cfg = load_model_config("gemma-3-270m")
     model, tokenizer = load_model(cfg, device="cpu")
     return model, tokenizer, cfg
+
+
+# Sandbox handles, one executor per test module: every isolation level this machine offers ("auto": namespaces
+# where the kernel allows) and the forced fallback; nsbox for guarantees only namespaces give.
+@pytest.fixture(scope="module", params=["auto", "rlimits"])
+def box(request):
+    from common.sandbox import Sandbox
+
+    sandbox = Sandbox(request.param)
+    yield sandbox
+    sandbox.close()
+
+
+@pytest.fixture(scope="module")
+def nsbox():
+    from common.sandbox import Sandbox
+
+    sandbox = Sandbox("auto")
+    if not sandbox.isolation_level().startswith("namespaces"):
+        pytest.skip(f"namespaces unavailable here: {sandbox._hello.get('reason')}")
+    yield sandbox
+    sandbox.close()

@@ -39,22 +39,6 @@ def _namespaces_possible() -> bool:
         return False
 
 
-@pytest.fixture(scope="module", params=["auto", "rlimits"])
-def box(request):
-    sandbox = Sandbox(request.param)
-    yield sandbox
-    sandbox.close()
-
-
-@pytest.fixture(scope="module")
-def nsbox():
-    sandbox = Sandbox("auto")
-    if not sandbox.isolation_level().startswith("namespaces"):
-        pytest.skip(f"namespaces unavailable here: {sandbox._hello.get('reason')}")
-    yield sandbox
-    sandbox.close()
-
-
 def run(box: Sandbox, code: str, tests=("assert f(1) == 2",), **kw) -> ExecResult:
     return box.run_tests(textwrap.dedent(code), list(tests), **kw)
 

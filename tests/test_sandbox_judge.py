@@ -31,22 +31,6 @@ ADD = "def f(x):\n    return x + 1\n"
 SENTINEL = "EXPECTED-7f3a91"
 
 
-@pytest.fixture(scope="module")
-def nsbox():
-    sandbox = Sandbox("auto")
-    if not sandbox.isolation_level().startswith("namespaces"):
-        pytest.skip(f"namespaces unavailable here: {sandbox._hello.get('reason')}")
-    yield sandbox
-    sandbox.close()
-
-
-@pytest.fixture(scope="module", params=["auto", "rlimits"])
-def box(request):
-    sandbox = Sandbox(request.param)
-    yield sandbox
-    sandbox.close()
-
-
 def neighbours(n: int = 20) -> list[ExecJob]:
     """Correct and wrong programs whose verdicts must not change whatever runs beside them."""
     return [ExecJob(ADD, [f"assert f({i}) == {i + 1}"]) if i % 2 == 0 else ExecJob(ADD, [f"assert f({i}) == 0"])

@@ -151,12 +151,13 @@ class Sandbox:
         if proc is None:
             return ""
         err = b""
-        try:
-            proc.stdin.close()
+        try:  # communicate closes stdin (the executor's cue to stop) and collects its stderr. Closing stdin
+            # ourselves first made communicate raise (flush of a closed file): every executor was SIGKILLed
+            # and its stderr, the reason a failed start gives, was lost.
             _, err = proc.communicate(timeout=10)
         except Exception:  # noqa: BLE001 - a wedged executor is killed
             proc.kill()
-            proc.wait()
+            _, err = proc.communicate()
         _remove_work_roots(proc.pid)
         return (err or b"").decode(errors="replace")
 
