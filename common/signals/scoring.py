@@ -29,6 +29,17 @@ def entry_points(task: Mapping[str, Any]) -> list[str]:
                                                                        ast.ClassDef))})
 
 
+def sandbox_job(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The sandbox job fields of a task in any benchmark's format (``common.tasks.benchmarks``), without the code."""
+    names = entry_points(task)
+    first = task.get("entry_point") or ""
+    if first:
+        names = [first] + [n for n in names if n != first]
+    return {"tests": list(task["test_list"]), "setup": task.get("test_setup_code") or "",
+            "imports": list(task.get("test_imports") or []), "entry_points": names,
+            "form": task.get("test_form") or "asserts"}
+
+
 def score_solutions(task_ids: Sequence[int], codes: Sequence[str], tasks: Mapping[int, Mapping[str, Any]],
                     sandbox: SandboxConfig | None = None, desc: str = "executing") -> list[dict[str, Any]]:
     """One dict per solution (input order): sandbox verdict fields plus ``mi`` (None when unparsable)."""
@@ -41,10 +52,8 @@ def score_solutions(task_ids: Sequence[int], codes: Sequence[str], tasks: Mappin
     if missing:
         raise KeyError(f"solutions reference unknown task ids {missing[:10]}")
     keys = list(dict.fromkeys(zip((int(t) for t in task_ids), codes)))
-    entry = {tid: entry_points(tasks[tid]) for tid in {tid for tid, _ in keys}}
-    jobs = [{"code": code, "tests": list(tasks[tid]["test_list"]), "setup": tasks[tid].get("test_setup_code") or "",
-             "imports": list(tasks[tid].get("test_imports") or []), "entry_points": entry[tid]}
-            for tid, code in keys]
+    jobs = {tid: sandbox_job(tasks[tid]) for tid in {tid for tid, _ in keys}}
+    jobs = [{**jobs[tid], "code": code} for tid, code in keys]
     results = run_batch(jobs, workers=sandbox.workers, timeout=sandbox.timeout, memory_mb=sandbox.memory_mb,
                         desc=desc, test_timeout=sandbox.test_timeout) if jobs else []
     mis = maintainability_indices(code for _, code in keys)
