@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from common.evaluation.metrics import avg_mi_macro, avg_mi_micro, pass_at_k, task_outcomes
+from common.evaluation.metrics import avg_mi_macro, avg_mi_micro, mean_pass_at_k, task_outcomes
 
 EXECUTED_STATUSES = ("passed", "failed")
 DEFAULT_METRICS = ("pass", "mi")
@@ -71,22 +71,13 @@ def annotate(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _by_task(records: Sequence[Mapping[str, Any]], flag: str) -> dict[int, list[int]]:
-    counts: dict[int, list[int]] = {}
-    for r in records:
-        entry = counts.setdefault(int(r["task_id"]), [0, 0])
-        entry[0] += 1
-        entry[1] += bool(r[flag])
-    return counts
-
-
 def unbiased_at_k(records: Sequence[Mapping[str, Any]], flag: str, k: int) -> float | None:
     """The mean over tasks of 1 - C(n-c, k)/C(n, k) for the per-sample boolean ``flag``; None when some task has
-    fewer than k samples (undefined there)."""
-    counts = _by_task(records, flag)
-    if not counts or any(n < k for n, _ in counts.values()):
-        return None
-    return sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts)
+    fewer than k samples (undefined there). The very functions stage 3 uses for pass@k (``metrics``), with
+    ``flag`` in the place of ``passed``, so pass@k from ``score`` and from ``run`` are one computation."""
+    outcomes = task_outcomes([r["task_id"] for r in records], [bool(r[flag]) for r in records],
+                             [None] * len(records))
+    return mean_pass_at_k(outcomes, k)
 
 
 def score_pass(records, ks) -> dict[str, Any]:
@@ -127,7 +118,7 @@ def score_mi(records, ks) -> dict[str, Any]:
     n = len(records)
     return {"avg_mi_macro": avg_mi_macro(outcomes), "avg_mi_micro": avg_mi_micro(outcomes),
             "avg_mi_all": sum(parsable) / len(parsable) if parsable else None,
-            "trivial_share": sum(bool(r["trivial"]) for r in records) / n if n else None,
+            "trivial_share": sum(bool(r["trivial"]) for r in records) / n if n and "code" in records[0] else None,
             "mi_100_share": sum(m == 100.0 for m in parsable) / len(parsable) if parsable else None}
 
 
