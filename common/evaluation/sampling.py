@@ -40,8 +40,9 @@ from common.generation import free_accelerator_memory
 from common.pipeline.artifacts import ArtifactError, read_manifest, save_dataset
 from common.pipeline.registry import BASELINE, adapter_stages, variants
 from common.prompting.style import prompt_style
-from common.prompting.templates import build_prompt
+from common.prompting.templates import build_prompt, program_from_reply
 from common.signals.scoring import score_solutions
+from common.tasks.benchmarks import BENCHMARKS, load_benchmark
 from common.tasks.mbpp import load_mbpp
 
 TASKS = "tasks"
@@ -90,20 +91,45 @@ def resolve_variant(name: str, ctx: Any) -> Variant:
     return Variant(name, path.resolve(), None, adapter_id)
 
 
-def unit_key(ctx: Any, variant: Variant, run: int) -> dict[str, Any]:
-    """What identifies one (variant, run) besides the stage's reads: recorded in its manifest."""
-    return {"variant": variant.name, "run": run, "seed": run_seed(ctx.config, run),
-            "adapter": None if variant.stage or variant.adapter is None else str(variant.adapter),
-            "adapter_id": variant.adapter_id}
+DEFAULT_BENCHMARK = "mbpp"
 
 
-def unit_fingerprint(ctx: Any, variant: Variant, run: int) -> str:
-    return ctx.unit_fingerprint(unit_key(ctx, variant, run), variant.stage)
+def benchmark_prefix(benchmark: str) -> str:
+    """Where a benchmark's units live under the stage folder: MBPP at the top (the paper's layout), others in a
+    folder of their name."""
+    return "" if benchmark == DEFAULT_BENCHMARK else f"{benchmark}/"
 
 
-def unit_is_finished(folder: Path, ctx: Any, variant: Variant, run: int) -> bool:
+def unit_key(ctx: Any, variant: Variant, run: int, benchmark: str = DEFAULT_BENCHMARK) -> dict[str, Any]:
+    """What identifies one (variant, run[, benchmark]) besides the stage's reads: recorded in its manifest."""
+    key = {"variant": variant.name, "run": run, "seed": run_seed(ctx.config, run),
+           "adapter": None if variant.stage or variant.adapter is None else str(variant.adapter),
+           "adapter_id": variant.adapter_id}
+    if benchmark != DEFAULT_BENCHMARK:
+        key["benchmark"] = benchmark
+    return key
+
+
+def unit_fingerprint(ctx: Any, variant: Variant, run: int, benchmark: str = DEFAULT_BENCHMARK) -> str:
+    return ctx.unit_fingerprint(unit_key(ctx, variant, run, benchmark), variant.stage)
+
+
+def unit_is_finished(folder: Path, ctx: Any, variant: Variant, run: int, benchmark: str = DEFAULT_BENCHMARK) -> bool:
     manifest = read_manifest(folder)
-    return manifest is not None and manifest.get("fingerprint") == unit_fingerprint(ctx, variant, run)
+    return manifest is not None and manifest.get("fingerprint") == unit_fingerprint(ctx, variant, run, benchmark)
+
+
+def evaluation_tasks(config: Any, benchmark: str) -> Dataset:
+    """The tasks of one benchmark: MBPP's ``data.eval_split``; the others' default split (sanitized MBPP's file
+    beside ``data.source``); ``data.max_eval_tasks`` keeps the first N of each."""
+    data = config.data
+    if benchmark == DEFAULT_BENCHMARK:
+        return load_mbpp(data.eval_split, data.source, limit=data.max_eval_tasks)
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"evaluation.benchmarks: unknown benchmark {benchmark!r}; expected some of {BENCHMARKS}")
+    source = data.source if benchmark == "mbpp-sanitized" and data.source not in (None, "demo", "hub") else None
+    rows = load_benchmark(benchmark, None, source)
+    return Dataset.from_list(rows[: data.max_eval_tasks] if data.max_eval_tasks else rows)
 
 
 def check_k(config: Any) -> None:
@@ -126,39 +152,50 @@ def run_evaluation(ctx: Any) -> dict[str, Any]:
     check_k(config)
     if config.evaluation.runs < 1:
         raise ConfigError(f"evaluation.runs must be >= 1, got {config.evaluation.runs}")
-    data = config.data
-    tasks = load_mbpp(data.eval_split, data.source, limit=data.max_eval_tasks)
-    save_dataset(tasks, ctx.output / TASKS)
-    by_id = {int(task["task_id"]): task for task in tasks}
+    benchmarks = list(dict.fromkeys(config.evaluation.benchmarks))
+    if not benchmarks:
+        raise ConfigError("evaluation.benchmarks is empty: name at least one (mbpp, mbpp-sanitized, humaneval)")
     style = prompt_style(config.model)
-    prompts = {tid: build_prompt(task, style, config.sampling.system_prompt) for tid, task in by_id.items()}
     chosen = [resolve_variant(name, ctx) for name in variants(config)]  # fail before any sampling
+    suites = {}
+    for benchmark in benchmarks:
+        tasks = evaluation_tasks(config, benchmark)
+        save_dataset(tasks, ctx.output / f"{benchmark_prefix(benchmark)}{TASKS}")
+        by_id = {int(task["task_id"]): task for task in tasks}
+        prompts = {tid: build_prompt(task, style, config.sampling.system_prompt) for tid, task in by_id.items()}
+        suites[benchmark] = (by_id, prompts)
     units = []
     for variant in chosen:
         runs = range(1, config.evaluation.runs + 1)
-        todo = [r for r in runs if ctx.force or not unit_is_finished(ctx.output / variant.folder / f"run{r}", ctx,
-                                                                      variant, r)]
+        todo = [(b, r) for b in benchmarks for r in runs if ctx.force or not unit_is_finished(
+            ctx.output / f"{benchmark_prefix(b)}{variant.folder}" / f"run{r}", ctx, variant, r, b)]
         if not todo:
-            ctx.log(f"{variant.name}: {len(runs)} run(s) up to date")
+            ctx.log(f"{variant.name}: {len(runs)} run(s) x {len(benchmarks)} benchmark(s) up to date")
         else:
-            _evaluate_variant(ctx, variant, todo, by_id, prompts, style)
+            _evaluate_variant(ctx, variant, todo, suites, style)
             free_accelerator_memory()  # the backend went out of scope with _evaluate_variant
-        for r in runs:
-            folder = ctx.output / variant.folder / f"run{r}"
-            units.append({"variant": variant.name, "run": r, "seed": run_seed(config, r),
-                          "folder": folder.relative_to(ctx.output).as_posix(), "uid": read_manifest(folder)["uid"]})
-    return {"units": units, "prompt_style": style, "n_tasks": len(by_id)}
+        for benchmark in benchmarks:
+            for r in runs:
+                folder = ctx.output / f"{benchmark_prefix(benchmark)}{variant.folder}" / f"run{r}"
+                unit = {"variant": variant.name, "run": r, "seed": run_seed(config, r),
+                        "folder": folder.relative_to(ctx.output).as_posix(), "uid": read_manifest(folder)["uid"]}
+                if benchmark != DEFAULT_BENCHMARK:
+                    unit["benchmark"] = benchmark
+                units.append(unit)
+    return {"units": units, "prompt_style": style, "n_tasks": sum(len(s[0]) for s in suites.values()),
+            "benchmarks": benchmarks}
 
 
-def _evaluate_variant(ctx: Any, variant: Variant, todo: list[int], tasks: Mapping[int, Any],
-                      prompts: Mapping[int, Any], style: str) -> None:
-    """Load the variant's model once and sample/score each pending run with it."""
+def _evaluate_variant(ctx: Any, variant: Variant, todo: list[tuple[str, int]],
+                      suites: Mapping[str, tuple[Mapping[int, Any], Mapping[int, Any]]], style: str) -> None:
+    """Load the variant's model once and sample/score each pending (benchmark, run) with it."""
     from common.generation import make_backend
 
     backend = make_backend(ctx.config.sampling, ctx.config.model, adapter=variant.adapter, style=style)
     try:
-        for r in todo:
-            evaluate_run(ctx, variant, r, backend, tasks, prompts, style)
+        for benchmark, r in todo:
+            tasks, prompts = suites[benchmark]
+            evaluate_run(ctx, variant, r, backend, tasks, prompts, style, benchmark)
     finally:
         close = getattr(backend, "close", None)
         if callable(close):
@@ -167,36 +204,41 @@ def _evaluate_variant(ctx: Any, variant: Variant, todo: list[int], tasks: Mappin
 
 
 def evaluate_run(ctx: Any, variant: Variant, r: int, backend: Any, tasks: Mapping[int, Any],
-                 prompts: Mapping[int, Any], style: str) -> Path:
-    """One run of one variant: sample (resumably), execute, score MI, save the rows and the unit's manifest."""
+                 prompts: Mapping[int, Any], style: str, benchmark: str = DEFAULT_BENCHMARK) -> Path:
+    """One run of one variant on one benchmark: sample (resumably), execute, score MI, save the rows and the
+    unit's manifest."""
     from common.generation import SampleRequest, run_sampling_job
 
     config = ctx.config
     seed = run_seed(config, r)
-    out = ctx.output / variant.folder / f"run{r}"
-    work = ctx.work / variant.folder / f"run{r}"
-    fingerprint = unit_fingerprint(ctx, variant, r)
-    _prepare_work_dir(ctx, work, {**unit_key(ctx, variant, r), "fingerprint": fingerprint})
+    where = f"{benchmark_prefix(benchmark)}{variant.folder}"
+    out = ctx.output / where / f"run{r}"
+    work = ctx.work / where / f"run{r}"
+    key = unit_key(ctx, variant, r, benchmark)
+    fingerprint = unit_fingerprint(ctx, variant, r, benchmark)
+    _prepare_work_dir(ctx, work, {**key, "fingerprint": fingerprint})
     requests = [
         SampleRequest(key=str(tid), prompt=prompts[tid], num_samples=config.sampling.num_samples, seed=seed,
                       meta={"task_id": tid})
         for tid in sorted(tasks)
     ]
     chunk = {"chunk_size": SAMPLING_CHUNK_SIZE} if SAMPLING_CHUNK_SIZE else {}
-    drawn = run_sampling_job(backend, requests, work / "samples", desc=f"evaluate {variant.name} run {r} (seed {seed})",
-                             **chunk)
+    label = f"{variant.name} run {r}" + (f" on {benchmark}" if benchmark != DEFAULT_BENCHMARK else "")
+    drawn = run_sampling_job(backend, requests, work / "samples", desc=f"evaluate {label} (seed {seed})", **chunk)
     rows = [dict(row) for row in drawn]
+    for row in rows:  # a HumanEval reply continues (or redefines) its prompt's function
+        row["code"] = program_from_reply(tasks[int(row["task_id"])], row["code"], style)
     scores = score_solutions([row["task_id"] for row in rows], [row["code"] for row in rows], tasks, config.sandbox,
-                             desc=f"evaluate {variant.name} run {r}: executing")
+                             desc=f"evaluate {label}: executing")
     rows = sorted(({**row, **score, "variant": variant.name, "run": r, "seed": seed}
                    for row, score in zip(rows, scores)), key=lambda row: (row["task_id"], row["sample_index"]))
     save_dataset(_to_dataset(rows), out)
     summary = aggregate_run([row["task_id"] for row in rows], [row["passed"] for row in rows],
                             [row["mi"] for row in rows], config.evaluation.k)
-    ctx.write_unit_manifest(out, fingerprint, {**unit_key(ctx, variant, r), "prompt_style": style,
+    ctx.write_unit_manifest(out, fingerprint, {**key, "prompt_style": style,
                                                "num_samples": config.sampling.num_samples, "summary": summary})
     shutil.rmtree(work, ignore_errors=True)  # every sample now lives in the finished dataset
-    ctx.log(f"{variant.name} run {r} (seed {seed}): " + format_summary(summary) + f" -> {out}")
+    ctx.log(f"{label} (seed {seed}): " + format_summary(summary) + f" -> {out}")
     return out
 
 

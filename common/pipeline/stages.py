@@ -88,7 +88,7 @@ EVALUATE = declare(Stage(
     reads=("data.source", "data.eval_split", "data.max_eval_tasks", "model", "sampling", "sandbox"),
     # Which units exist, not what each holds: 3 -> 5 runs keeps the 3 finished ones. `evaluation.k` only picks the
     # pass@k printed per run; `recipe` decides the default variants.
-    selects=("evaluation.variants", "evaluation.runs", "evaluation.k", "recipe"),
+    selects=("evaluation.variants", "evaluation.runs", "evaluation.k", "evaluation.benchmarks", "recipe"),
     evaluates_adapters=True,
 ))
 

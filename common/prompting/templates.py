@@ -54,8 +54,39 @@ def completion_prompt(task: Mapping[str, Any], system_prompt: str = SYSTEM_PROMP
     return f"{header}Task: {user_message(task).rstrip()}\n\nSolution:\n{OPEN_FENCE}"
 
 
+HUMANEVAL_INSTRUCTION = "Complete the following Python function. Return the whole function in one code block."
+
+
+def humaneval_prompt(task: Mapping[str, Any], style: str, system_prompt: str = SYSTEM_PROMPT) -> Prompt:
+    """A HumanEval-style task (``task["prompt"]`` = imports, signature and docstring). Chat: the instruction and
+    the prompt in a fenced block; the reply's block is the whole function. Completion: the prompt inside an opened
+    ```python fence, so the model continues the body and stops, as for MBPP, at the closing fence (a stopping
+    rule that needs no per-benchmark stop strings)."""
+    code = task["prompt"].rstrip() + "\n"
+    if style == "chat":
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        return messages + [{"role": "user", "content": f"{HUMANEVAL_INSTRUCTION}\n\n{fence(code)}"}]
+    header = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{header}{HUMANEVAL_INSTRUCTION}\n\n{OPEN_FENCE}{code}"
+
+
+def program_from_reply(task: Mapping[str, Any], code: str, style: str) -> str:
+    """The program a reply stands for. MBPP: the extracted code. HumanEval: completion style continues the prompt
+    (prompt + code); a chat reply's whole function follows the prompt, whose helpers and imports it may rely on
+    (the prompt's stub, a docstring-only function, is then redefined)."""
+    if not task.get("prompt"):
+        return code
+    if style == "completion":
+        return task["prompt"].rstrip() + "\n" + code
+    return task["prompt"] + "\n" + code
+
+
 def build_prompt(task: Mapping[str, Any], style: str, system_prompt: str = SYSTEM_PROMPT) -> Prompt:
     """The prompt in the form the model takes: a message list ('chat') or a string ('completion')."""
+    if task.get("prompt"):
+        if style not in ("chat", "completion"):
+            raise ValueError(f"prompt style must be 'chat' or 'completion', got {style!r}")
+        return humaneval_prompt(task, style, system_prompt)
     if style == "chat":
         return chat_messages(task, system_prompt)
     if style == "completion":

@@ -63,7 +63,9 @@ def sanitized_path(source: str | os.PathLike | None = None) -> Path:
     """The sanitized file: ``source`` itself, or the one beside ``$MBPP_PATH``."""
     if source not in (None, "hub"):
         path = Path(source)
-        return path / SANITIZED_FILE if path.is_dir() else path
+        if path.is_dir():
+            return path / SANITIZED_FILE
+        return path.with_name(SANITIZED_FILE) if path.suffix == ".jsonl" else path  # mbpp.jsonl -> its sibling
     full = os.environ.get("MBPP_PATH")
     if not full:
         raise DataError(f"mbpp-sanitized: no file given and $MBPP_PATH unset (expected {SANITIZED_FILE} beside "

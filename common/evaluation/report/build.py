@@ -48,7 +48,7 @@ from common.config import ConfigError
 from common.evaluation.metrics import aggregate_run, task_outcomes
 from common.evaluation.report.figures import plot_metrics, plot_mi_distributions, plot_training
 from common.evaluation.report.stats import RunResult, compare_to_baseline, metric_names, summary_rows
-from common.evaluation.report.tables import PER_TASK_CSV, SUMMARY_CSV, build_tables_md
+from common.evaluation.report.tables import PER_TASK_CSV, SUMMARY_CSV, benchmark_section, build_tables_md
 from common.pipeline.artifacts import RunDir, load_dataset_dir, read_manifest
 from common.pipeline.registry import BASELINE
 
@@ -63,19 +63,36 @@ TRAINING_LOG = "training_log.csv"
 # Loading
 
 
-def collect_runs(samples_dir: Path, samples_manifest: Mapping[str, Any], ks: Sequence[int]) -> list[RunResult]:
-    """The evaluation units listed by the ``evaluate`` manifest, loaded and aggregated."""
+def collect_runs(samples_dir: Path, samples_manifest: Mapping[str, Any], ks: Sequence[int],
+                 metrics: Sequence[str] = ("pass", "mi")) -> list[RunResult]:
+    """The evaluation units listed by the ``evaluate`` manifest, loaded and aggregated; scorers beyond the paper's
+    pass@k and MI (``evaluation.metrics``) are computed by ``scorers.score_records``, as ``score`` does."""
+    from common.evaluation.sampling import DEFAULT_BENCHMARK, TASKS, benchmark_prefix
+    from common.evaluation.scorers import score_records
+
+    extra = [m for m in metrics if m not in ("pass", "mi")]
+    references: dict[str, dict[int, str]] = {}
     results = []
     for unit in samples_manifest.get("units", []):
         folder = Path(samples_dir) / unit["folder"]
+        benchmark = unit.get("benchmark", DEFAULT_BENCHMARK)
         manifest = read_manifest(folder)
         if manifest is None or manifest.get("uid") != unit["uid"]:
             raise ConfigError(f"report: {folder} is not the evaluation run the evaluate manifest lists; re-run "
                               f"`evaluate`")
-        columns = load_dataset_dir(folder).select_columns(["task_id", "passed", "mi"]).to_dict()
+        dataset = load_dataset_dir(folder)
+        columns = dataset.select_columns(["task_id", "passed", "mi"]).to_dict()
         outcomes = task_outcomes(columns["task_id"], columns["passed"], columns["mi"])
-        metrics = aggregate_run(columns["task_id"], columns["passed"], columns["mi"], ks)
-        results.append(RunResult(unit["variant"], unit["run"], unit["seed"], folder, outcomes, metrics, manifest))
+        metrics_row = aggregate_run(columns["task_id"], columns["passed"], columns["mi"], ks)
+        if extra:
+            if benchmark not in references:
+                tasks = load_dataset_dir(Path(samples_dir) / f"{benchmark_prefix(benchmark)}{TASKS}")
+                references[benchmark] = {int(t["task_id"]): t["code"] for t in tasks}
+            records = [{**row, "reference": references[benchmark].get(int(row["task_id"]))} for row in dataset]
+            metrics_row.update({k: v for k, v in score_records(records, ks, extra).items()
+                                if k not in ("n_tasks", "n_samples")})
+        results.append(RunResult(unit["variant"], unit["run"], unit["seed"], folder, outcomes, metrics_row, manifest,
+                                 benchmark))
     return results
 
 
@@ -97,17 +114,29 @@ def run_report(ctx: Any) -> dict[str, Any]:
     config = ctx.config
     check_k(config)
     samples_manifest = ctx.input_manifests["samples"]
-    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k)
+    metrics = list(config.evaluation.metrics)
+    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k, metrics)
     out = ctx.output
     out.mkdir(parents=True, exist_ok=True)
-    ks, names, model = list(config.evaluation.k), metric_names(config.evaluation.k), config.model.name
-    rows = summary_rows(model, results, ks, ctx.run.root)
-    _write_csv(out / SUMMARY_CSV, rows)
+    ks, names, model = list(config.evaluation.k), metric_names(config.evaluation.k, metrics), config.model.name
+    order = [b for b in config.evaluation.benchmarks if any(r.benchmark == b for r in results)]
+    benchmarks = order + sorted({r.benchmark for r in results} - set(order))
+    multi = benchmarks != ["mbpp"]  # an MBPP-only report keeps the paper's layout, column for column
+    all_rows = summary_rows(model, results, ks, ctx.run.root, metrics, with_benchmark=multi)
+    _write_csv(out / SUMMARY_CSV, all_rows)
     _write_csv(out / PER_TASK_CSV, [
-        {"model": model, "variant": res.variant, "run": res.run, "task_id": o.task_id, "n_samples": o.n,
-         "n_passing": o.c, "mean_passing_mi": o.mean_passing_mi}
+        {"model": model, **({"benchmark": res.benchmark} if multi else {}), "variant": res.variant, "run": res.run,
+         "task_id": o.task_id, "n_samples": o.n, "n_passing": o.c, "mean_passing_mi": o.mean_passing_mi}
         for res in results for o in res.outcomes])
-    comparisons = compare_to_baseline(results, names)
+    primary = benchmarks[0] if benchmarks else "mbpp"
+    rows = [row for row, res in zip(all_rows, results) if res.benchmark == primary]
+    main_results = [res for res in results if res.benchmark == primary]
+    comparisons = compare_to_baseline(main_results, names)
+    more = []
+    for benchmark in benchmarks[1:]:
+        group = [res for res in results if res.benchmark == benchmark]
+        group_rows = [row for row, res in zip(all_rows, results) if res.benchmark == benchmark]
+        more.append(benchmark_section(config, benchmark, group_rows, compare_to_baseline(group, names)))
     notes = []
     if not any(res.variant == BASELINE for res in results):
         notes.append("no baseline was evaluated: Table 2 (change against the baseline) left out")
@@ -119,15 +148,16 @@ def run_report(ctx: Any) -> dict[str, Any]:
             notes.append(f"{variant} was not trained: its input had no pairs, so it is the {continued} adapter "
                          f"unchanged (its rows differ from {continued} only by sampling noise)")
 
-    figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{model}: mean ± sample std over runs").name,
-               plot_mi_distributions(results, out / MI_PNG, f"{model}: MI of passing solutions").name]
+    title = model if not multi else f"{model} on {primary}"
+    figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{title}: mean ± sample std over runs").name,
+               plot_mi_distributions(main_results, out / MI_PNG, f"{title}: MI of passing solutions").name]
     logs = {variant: folder / TRAINING_LOG for variant, folder in adapters.items() if (folder / TRAINING_LOG).is_file()}
     if logs:
         figures.append(plot_training(logs, out / CURVES_PNG).name)
     elif adapters:
         notes.append("no training_log.csv beside the adapters: training curves not drawn")
     samples_folder = ctx.input("samples").relative_to(ctx.run.root).as_posix()
-    (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures, samples_folder))
+    (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures, samples_folder, more))
     (out / "comparisons.json").write_text(json.dumps([c.__dict__ for c in comparisons], indent=2))
     ctx.log(f"{len(results)} evaluation run(s) -> {out}")
     return {"figures": figures}

@@ -28,6 +28,7 @@ class RunResult:
     outcomes: list[TaskOutcome]
     metrics: dict[str, Any]
     manifest: dict[str, Any] = field(default_factory=dict)
+    benchmark: str = "mbpp"
 
     @property
     def by_task(self) -> dict[int, TaskOutcome]:
@@ -36,34 +37,56 @@ class RunResult:
 
 
 
-def metric_names(ks: Iterable[int]) -> list[str]:
-    """Table columns in order: pass@k for each k, then the two MI averages."""
-    return [f"pass_at_{k}" for k in ks] + list(MI_METRICS)
+# What each optional scorer (``evaluation.metrics``, common/evaluation/scorers.py) adds as table columns.
+EXTRA_COLUMNS = {"exec": ("exec_at_{k}",), "compile": ("compile_at_{k}",), "pass_ratio": ("avg_pass_ratio",),
+                 "pylint": ("pylint_score",), "bleu": ("bleu",), "codebleu": ("codebleu",)}
+_RATES = ("pass_at_", "exec_at_", "compile_at_")
+
+
+def extra_metric_names(ks: Iterable[int], metrics: Iterable[str] = ()) -> list[str]:
+    names = []
+    for metric in metrics:
+        for pattern in EXTRA_COLUMNS.get(metric, ()):
+            names += [pattern.format(k=k) for k in ks] if "{k}" in pattern else [pattern]
+    return names
+
+
+def metric_names(ks: Iterable[int], metrics: Iterable[str] = ()) -> list[str]:
+    """Table columns in order: pass@k for each k, the two MI averages, then the optional scorers' columns."""
+    ks = list(ks)
+    return [f"pass_at_{k}" for k in ks] + list(MI_METRICS) + extra_metric_names(ks, metrics)
 
 
 def metric_label(name: str) -> str:
-    if name.startswith("pass_at_"):
-        return f"pass@{name[len('pass_at_'):]} (%)"
+    for prefix in _RATES:
+        if name.startswith(prefix):
+            return f"{prefix[:-4]}@{name[len(prefix):]} (%)"
     return {"avg_mi_macro": "Avg MI (macro)", "avg_mi_micro": "Avg MI (micro)", "avg_mi": "Avg MI",
-            "pass_rate": "pass rate (%)"}.get(name, name)
+            "pass_rate": "pass rate (%)", "avg_pass_ratio": "tests passed (%)", "pylint_score": "pylint (/10)",
+            "bleu": "BLEU", "codebleu": "CodeBLEU"}.get(name, name)
 
 
 def display_value(name: str, value: float | None) -> float | None:
     """Fractions become percentages (the paper's unit); MI stays on radon's 0-100 scale."""
     if value is None:
         return None
-    return 100.0 * value if name.startswith("pass_at_") or name == "pass_rate" else float(value)
+    rate = name.startswith(_RATES) or name in ("pass_rate", "avg_pass_ratio")
+    return 100.0 * value if rate else float(value)
 
 
-def summary_rows(model: str, results: Sequence[RunResult], ks: Sequence[int], run_root: Path) -> list[dict]:
+def summary_rows(model: str, results: Sequence[RunResult], ks: Sequence[int], run_root: Path,
+                 metrics: Sequence[str] = (), with_benchmark: bool = False) -> list[dict]:
     rows = []
     for res in results:
         m = res.metrics
         row: dict[str, Any] = {"model": model, "variant": res.variant, "run": res.run, "seed": res.seed}
+        if with_benchmark:
+            row = {"model": model, "benchmark": res.benchmark, **{k: v for k, v in row.items() if k != "model"}}
         for k in ks:
             row[f"pass_at_{k}"] = display_value(f"pass_at_{k}", m[f"pass_at_{k}"])
         row["pass_rate"] = display_value("pass_rate", m["pass_rate"])
         row.update({name: m[name] for name in MI_METRICS})
+        row.update({name: display_value(name, m.get(name)) for name in extra_metric_names(ks, metrics)})
         row.update({name: m[name] for name in ("n_tasks", "n_tasks_solved", "n_samples", "n_passing")})
         row["dataset"] = _relative(res.folder, run_root)
         rows.append(row)

@@ -163,9 +163,24 @@ def reference_section(config: Any, ours: Mapping[str, Mapping[str, tuple]]) -> s
             f"{markdown_table(header, body)}\n\n{caption}\n")
 
 
+def benchmark_section(config: Any, benchmark: str, rows: Sequence[Mapping[str, Any]],
+                      comparisons: Sequence[Comparison]) -> str:
+    """Tables 1 and 2 of one more benchmark (``evaluation.benchmarks``): same columns and tests as MBPP's."""
+    names = metric_names(config.evaluation.k, config.evaluation.metrics)
+    stats = variant_stats(rows, names)
+    n_tasks = sorted({row["n_tasks"] for row in rows})
+    parts = [f"## {benchmark}: Table 1. per variant (mean ± sample std over runs; {'/'.join(map(str, n_tasks))} "
+             f"tasks)", main_table(config.model.name, stats, names)]
+    if comparisons:
+        parts += [f"## {benchmark}: Table 2. Change against the baseline", comparison_table(comparisons)]
+    return "\n\n".join(parts)
+
+
 def build_tables_md(config: Any, rows: Sequence[Mapping[str, Any]], comparisons: Sequence[Comparison],
-                    notes: Sequence[str], figures: Sequence[str], samples_folder: str) -> str:
-    names = metric_names(config.evaluation.k)
+                    notes: Sequence[str], figures: Sequence[str], samples_folder: str,
+                    more: Sequence[str] = ()) -> str:
+    """The report; ``more``: sections of further benchmarks (``benchmark_section``), placed after MBPP's."""
+    names = metric_names(config.evaluation.k, config.evaluation.metrics)
     stats = variant_stats(rows, names)
     s = config.sampling
     n_tasks = sorted({row["n_tasks"] for row in rows})
@@ -189,6 +204,7 @@ def build_tables_md(config: Any, rows: Sequence[Mapping[str, Any]], comparisons:
     reference = reference_section(config, stats)
     if reference:
         parts.append(reference.rstrip("\n"))
+    parts += list(more)
     if notes:
         parts += ["## Notes", "\n".join(f"- {note}" for note in notes)]
     if figures:
