@@ -168,3 +168,13 @@ def test_a_file_of_another_benchmark_is_refused(tmp_path, monkeypatch, capsys):
     notebook.write_text(json.dumps([{"task_id": 11}]))
     with pytest.raises(DataError, match=r"nb.json\[0\]: missing field 'generated_sequences'"):
         score_module.score_files([notebook], "mbpp", tmp_path / "o2", metrics=FAST)
+
+
+@requires_mbpp
+def test_sanitized_mbpp_references_all_pass_through_score(tmp_path, monkeypatch):
+    monkeypatch.setenv("MBPP_PATH", str(MBPP_JSONL))
+    tasks = load_benchmark("mbpp-sanitized")
+    samples = _write_jsonl(tmp_path / "san.jsonl", [{"task_id": f"Mbpp/{t['task_id']}", "solution": t["code"]}
+                                                    for t in tasks])
+    summary = score_module.score_files([samples], "mbpp-sanitized", tmp_path / "out", ks=(1,), metrics=FAST)
+    assert summary["n_tasks"] == len(tasks) == 257 and summary["pass_at_1"] == 1.0
