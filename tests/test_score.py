@@ -178,3 +178,20 @@ def test_sanitized_mbpp_references_all_pass_through_score(tmp_path, monkeypatch)
                                                     for t in tasks])
     summary = score_module.score_files([samples], "mbpp-sanitized", tmp_path / "out", ks=(1,), metrics=FAST)
     assert summary["n_tasks"] == len(tasks) == 257 and summary["pass_at_1"] == 1.0
+
+
+def test_every_scorer_through_the_cli(tmp_path, tiny_bert):
+    """Predictions equal to the references: BLEU 100, BERTScore F1 1; pylint rates each distinct program."""
+    problems = _humaneval()[:8]
+    samples = _write_jsonl(tmp_path / "s.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+                                                  for p in problems])
+    assert main(["score", "--samples", str(samples), "--benchmark", "humaneval", "--k", "1", "--metrics",
+                 "pass,exec,compile,pass_ratio,mi,pylint,bleu,codebleu,bertscore", "--bertscore-model", tiny_bert,
+                 "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["bleu"] == pytest.approx(100.0) and summary["bertscore_f1"] == pytest.approx(1.0, abs=1e-4)
+    assert summary["codebleu"] == pytest.approx(1.0, abs=1e-6) and 0.0 <= summary["pylint_score"] <= 10.0
+    from common.signals.pylint_score import pylint_scores
+
+    codes = [p["prompt"] + p["canonical_solution"] for p in problems]
+    assert summary["pylint_score"] == pytest.approx(sum(pylint_scores(codes, progress=False)) / len(codes))

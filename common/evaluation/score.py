@@ -78,7 +78,7 @@ def _mean_std(summaries: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict
 
 def score_files(paths: Sequence[str | Path], benchmark: str, out: str | Path, ks: Sequence[int] = (1, 10),
                 metrics: Sequence[str] = ALL_METRICS, split: str | None = None, source: str | None = None,
-                sandbox: SandboxConfig | None = None) -> dict[str, Any]:
+                sandbox: SandboxConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score every file; write summary.json and the records under ``out``; return the summary."""
     from datasets import Dataset
 
@@ -92,7 +92,7 @@ def score_files(paths: Sequence[str | Path], benchmark: str, out: str | Path, ks
         records = execute_file(path, benchmark, tasks, out / "work", sandbox)
         for r in records:
             r["reference"] = tasks[r["task_id"]]["code"]
-        summary = {"file": str(path), "benchmark": benchmark, **score_records(records, ks, metrics)}
+        summary = {"file": str(path), "benchmark": benchmark, **score_records(records, ks, metrics, options)}
         per_file.append(summary)
         all_records += records
     if len(per_file) == 1:

@@ -19,6 +19,7 @@ Scorers (``SCORERS``; pick with ``metrics=[...]``):
 ``pylint``      ``pylint_score``: mean pylint rating (default configuration, 0 when pylint gives none)
 ``bleu``        ``bleu`` (sacrebleu, corpus level) against the task's reference solution
 ``codebleu``    ``codebleu`` (the ``codebleu`` package, called as (references, predictions))
+``bertscore``   ``bertscore_f1`` (BERTScore; CodeBERTScore with a code model), optional: needs a model
 """
 
 from __future__ import annotations
@@ -80,21 +81,21 @@ def unbiased_at_k(records: Sequence[Mapping[str, Any]], flag: str, k: int) -> fl
     return mean_pass_at_k(outcomes, k)
 
 
-def score_pass(records, ks) -> dict[str, Any]:
+def score_pass(records, ks, options=None) -> dict[str, Any]:
     out = {f"pass_at_{k}": unbiased_at_k(records, "passed", k) for k in ks}
     out["pass_rate"] = sum(bool(r["passed"]) for r in records) / len(records) if records else None
     return out
 
 
-def score_exec(records, ks) -> dict[str, Any]:
+def score_exec(records, ks, options=None) -> dict[str, Any]:
     return {f"exec_at_{k}": unbiased_at_k(records, "executed", k) for k in ks}
 
 
-def score_compile(records, ks) -> dict[str, Any]:
+def score_compile(records, ks, options=None) -> dict[str, Any]:
     return {f"compile_at_{k}": unbiased_at_k(records, "compiles", k) for k in ks}
 
 
-def score_pass_ratio(records, ks) -> dict[str, Any]:
+def score_pass_ratio(records, ks, options=None) -> dict[str, Any]:
     per_task: dict[int, list[float]] = {}
     for r in records:
         total = int(r.get("tests_total") or 0)
@@ -111,7 +112,7 @@ def _mi(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def score_mi(records, ks) -> dict[str, Any]:
+def score_mi(records, ks, options=None) -> dict[str, Any]:
     outcomes = task_outcomes([r["task_id"] for r in records], [r["passed"] for r in records],
                              [r.get("mi") for r in records])
     parsable = [m for m in (_mi(r.get("mi")) for r in records) if m is not None]
@@ -122,7 +123,7 @@ def score_mi(records, ks) -> dict[str, Any]:
             "mi_100_share": sum(m == 100.0 for m in parsable) / len(parsable) if parsable else None}
 
 
-def score_pylint(records, ks) -> dict[str, Any]:
+def score_pylint(records, ks, options=None) -> dict[str, Any]:
     if records and "pylint" not in records[0]:
         from common.signals.pylint_score import pylint_scores
 
@@ -140,30 +141,43 @@ def _references(records) -> tuple[list[str], list[str]]:
     return [r["reference"] for r in records], [r.get("code") or "" for r in records]
 
 
-def score_bleu(records, ks) -> dict[str, Any]:
+def score_bleu(records, ks, options=None) -> dict[str, Any]:
     from common.signals.similarity import bleu
 
     refs, preds = _references(records)
     return {"bleu": bleu(refs, preds) if records else None}
 
 
-def score_codebleu(records, ks) -> dict[str, Any]:
+def score_codebleu(records, ks, options=None) -> dict[str, Any]:
     from common.signals.similarity import codebleu
 
     refs, preds = _references(records)
     return {"codebleu": codebleu(refs, preds)["codebleu"] if records else None}
 
 
+def score_bertscore(records, ks, options=None) -> dict[str, Any]:
+    """BERTScore F1 against the reference (CodeBERTScore with a code model); needs ``options["bertscore_model"]``,
+    a local path or hub id (e.g. ``neulab/codebert-python``, ``bertscore_layers`` 11)."""
+    from common.signals.similarity import bertscore
+
+    model = (options or {}).get("bertscore_model")
+    if not model:
+        raise ValueError("the bertscore scorer needs a model: evaluation.bertscore_model / --bertscore-model")
+    refs, preds = _references(records)
+    result = bertscore(refs, preds, model, num_layers=(options or {}).get("bertscore_layers"))
+    return {"bertscore_f1": result["f1"] if records else None}
+
+
 @dataclass(frozen=True)
 class Scorer:
     name: str
-    compute: Callable[[list[dict[str, Any]], Sequence[int]], dict[str, Any]]
+    compute: Callable[..., dict[str, Any]]  # (records, ks, options) -> numbers
 
 
 SCORERS = {s.name: s for s in (Scorer("pass", score_pass), Scorer("exec", score_exec), Scorer("compile", score_compile),
                                Scorer("pass_ratio", score_pass_ratio), Scorer("mi", score_mi),
                                Scorer("pylint", score_pylint), Scorer("bleu", score_bleu),
-                               Scorer("codebleu", score_codebleu))}
+                               Scorer("codebleu", score_codebleu), Scorer("bertscore", score_bertscore))}
 
 
 def check_metrics(metrics: Iterable[str]) -> list[str]:
@@ -175,10 +189,12 @@ def check_metrics(metrics: Iterable[str]) -> list[str]:
 
 
 def score_records(records: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1, 10),
-                  metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, Any]:
-    """Every selected number for one set of samples, plus ``n_tasks`` and ``n_samples``."""
+                  metrics: Iterable[str] = DEFAULT_METRICS, options: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Every selected number for one set of samples, plus ``n_tasks`` and ``n_samples``; ``options`` carries
+    what a scorer needs besides the records (``bertscore_model``, ``bertscore_layers``)."""
     rows = annotate(records)
     out: dict[str, Any] = {"n_tasks": len({int(r["task_id"]) for r in rows}), "n_samples": len(rows)}
     for name in check_metrics(metrics):
-        out.update(SCORERS[name].compute(rows, ks))
+        out.update(SCORERS[name].compute(rows, ks, options))
     return out

@@ -64,7 +64,8 @@ TRAINING_LOG = "training_log.csv"
 
 
 def collect_runs(samples_dir: Path, samples_manifest: Mapping[str, Any], ks: Sequence[int],
-                 metrics: Sequence[str] = ("pass", "mi")) -> list[RunResult]:
+                 metrics: Sequence[str] = ("pass", "mi"), options: Mapping[str, Any] | None = None
+                 ) -> list[RunResult]:
     """The evaluation units listed by the ``evaluate`` manifest, loaded and aggregated; scorers beyond the paper's
     pass@k and MI (``evaluation.metrics``) are computed by ``scorers.score_records``, as ``score`` does."""
     from common.evaluation.sampling import DEFAULT_BENCHMARK, TASKS, benchmark_prefix
@@ -89,7 +90,7 @@ def collect_runs(samples_dir: Path, samples_manifest: Mapping[str, Any], ks: Seq
                 tasks = load_dataset_dir(Path(samples_dir) / f"{benchmark_prefix(benchmark)}{TASKS}")
                 references[benchmark] = {int(t["task_id"]): t["code"] for t in tasks}
             records = [{**row, "reference": references[benchmark].get(int(row["task_id"]))} for row in dataset]
-            metrics_row.update({k: v for k, v in score_records(records, ks, extra).items()
+            metrics_row.update({k: v for k, v in score_records(records, ks, extra, options).items()
                                 if k not in ("n_tasks", "n_samples")})
         results.append(RunResult(unit["variant"], unit["run"], unit["seed"], folder, outcomes, metrics_row, manifest,
                                  benchmark))
@@ -115,7 +116,9 @@ def run_report(ctx: Any) -> dict[str, Any]:
     check_k(config)
     samples_manifest = ctx.input_manifests["samples"]
     metrics = list(config.evaluation.metrics)
-    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k, metrics)
+    options = {"bertscore_model": config.evaluation.bertscore_model,
+               "bertscore_layers": config.evaluation.bertscore_layers}
+    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k, metrics, options)
     out = ctx.output
     out.mkdir(parents=True, exist_ok=True)
     ks, names, model = list(config.evaluation.k), metric_names(config.evaluation.k, metrics), config.model.name

@@ -39,7 +39,8 @@ class RunResult:
 
 # What each optional scorer (``evaluation.metrics``, common/evaluation/scorers.py) adds as table columns.
 EXTRA_COLUMNS = {"exec": ("exec_at_{k}",), "compile": ("compile_at_{k}",), "pass_ratio": ("avg_pass_ratio",),
-                 "pylint": ("pylint_score",), "bleu": ("bleu",), "codebleu": ("codebleu",)}
+                 "pylint": ("pylint_score",), "bleu": ("bleu",), "codebleu": ("codebleu",),
+                 "bertscore": ("bertscore_f1",)}
 _RATES = ("pass_at_", "exec_at_", "compile_at_")
 
 
@@ -63,7 +64,7 @@ def metric_label(name: str) -> str:
             return f"{prefix[:-4]}@{name[len(prefix):]} (%)"
     return {"avg_mi_macro": "Avg MI (macro)", "avg_mi_micro": "Avg MI (micro)", "avg_mi": "Avg MI",
             "pass_rate": "pass rate (%)", "avg_pass_ratio": "tests passed (%)", "pylint_score": "pylint (/10)",
-            "bleu": "BLEU", "codebleu": "CodeBLEU"}.get(name, name)
+            "bleu": "BLEU", "codebleu": "CodeBLEU", "bertscore_f1": "BERTScore F1"}.get(name, name)
 
 
 def display_value(name: str, value: float | None) -> float | None:
