@@ -97,14 +97,14 @@ def main() -> None:
         phases: dict[str, float] = {}
         real = score_module.score_records
 
-        def timed_scorers(records, ks, chosen):
+        def timed_scorers(records, ks, chosen, options=None):
             from common.evaluation.scorers import SCORERS, annotate
 
             rows = annotate(records)
             out = {"n_tasks": len({r["task_id"] for r in rows}), "n_samples": len(rows)}
             for name in chosen:
                 t = time.perf_counter()
-                out.update(SCORERS[name].compute(rows, ks))
+                out.update(SCORERS[name].compute(rows, ks, options))
                 phases[name] = time.perf_counter() - t
             return out
 
