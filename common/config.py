@@ -345,12 +345,27 @@ def parse_overrides(pairs: list[str]) -> dict:
         parts = key.strip().split(".")
         if parts[0] in _MODEL_KEYS and isinstance(value, str) and len(parts) == 1:
             parts, value = [parts[0], "base"], value  # `model=name` swaps the whole model config
+        _check_override_path(pair, parts)
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {pair!r}: {part!r} is not a section")
         node[parts[-1]] = value
     return nested
+
+
+def _check_override_path(pair: str, parts: list[str]) -> None:
+    """A typo on the command line is named as the ``--set`` it is in, not as a key of the preset file."""
+    cls: Any = PipelineConfig
+    for depth, part in enumerate(parts):
+        if cls is None or not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"--set {pair!r}: {'.'.join(parts[:depth])!r} is not a section")
+        names = {f.name for f in dataclasses.fields(cls)} | ({"base"} if cls is ModelConfig else set())
+        if part not in names:
+            section = ".".join(parts[:depth]) or "the config"
+            raise ConfigError(f"--set {pair!r}: unknown key {part!r} in {section}; valid keys: {sorted(names)}")
+        hints = get_type_hints(cls)
+        cls = _dataclass_type(hints[part]) if part in hints else None  # `model.base` names a model config
 
 
 _MODEL_KEYS = ("model", "generator_model")
