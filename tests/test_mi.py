@@ -36,3 +36,24 @@ def test_comments_and_docstrings_raise_mi():
     bare = "def f(a, b):\n    if a > b:\n        return a - b\n    return b - a\n"
     documented = 'def f(a, b):\n    """Absolute difference of a and b."""\n    # larger minus smaller\n' + bare.split("\n", 1)[1]
     assert maintainability_index(documented) > maintainability_index(bare)
+
+
+def test_mi_and_pylint_from_a_script_on_standard_input():
+    """Spawned workers cannot re-import a `python -` script: the scoring then runs in the caller, same results."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = (
+        "from common.signals.mi import maintainability_indices\n"
+        "from common.signals.pylint_score import pylint_scores\n"
+        "codes = [f'def f{i}(x):\\n    return x + {i}\\n' for i in range(300)]\n"
+        "mi = maintainability_indices(codes, workers=2)\n"
+        "assert mi == maintainability_indices(codes, workers=1), 'pool and in-process differ'\n"
+        "pl = pylint_scores(codes, workers=2, progress=False)\n"
+        "assert pl == pylint_scores(codes, workers=1, progress=False)\n"
+        "print('ok', len(mi), len(pl))\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["ok", "300", "300"], done.stderr[-2000:]

@@ -7,14 +7,13 @@ solution must never be ranked.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Iterable
 
 from radon.metrics import mi_visit
 
 from common.prompting.extract import strip_fence
+from common.signals.pool import flatten, map_chunks
 
 # Below this many distinct solutions a process pool costs more than it saves (radon takes ~1 ms per solution).
 _POOL_THRESHOLD = 256
@@ -35,7 +34,8 @@ def _score_chunk(codes: list[str]) -> list[float | None]:
 def maintainability_indices(codes: Iterable[str], workers: int | None = None) -> list[float | None]:
     """MI for many solutions: each distinct string is scored once, on all cores, results in input order.
 
-    Workers are spawned (never forked): the caller may hold CUDA state or gigabytes of weights.
+    Workers are spawned (never forked): the caller may hold CUDA state or gigabytes of weights; where they cannot
+    start (a script read from standard input), the scoring runs here (``common.signals.pool``).
     """
     codes = list(codes)
     unique = list(dict.fromkeys(codes))
@@ -45,7 +45,6 @@ def maintainability_indices(codes: Iterable[str], workers: int | None = None) ->
     else:
         chunk = max(1, len(unique) // (workers * 4))
         chunks = [unique[i: i + chunk] for i in range(0, len(unique), chunk)]
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            scores = [score for part in pool.map(_score_chunk, chunks) for score in part]
+        scores = flatten(map_chunks(_score_chunk, chunks, workers))
     by_code = dict(zip(unique, scores))
     return [by_code[code] for code in codes]

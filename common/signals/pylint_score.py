@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
+
+from common.signals.pool import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,10 @@ def pylint_scores(codes: Sequence[str], workers: int | None = None, progress: bo
                 results[index] = _lint_chunk(rcfile, chunk)
                 progress_bar.update(len(chunk))
         else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_lint_chunk, rcfile, chunk): index for index, chunk in enumerate(chunks)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    progress_bar.update(len(chunks[futures[future]]))
+            def done(index: int, _scores: list) -> None:
+                progress_bar.update(len(chunks[index]))
+
+            results = dict(enumerate(map_chunks(_lint_chunk, chunks, workers, rcfile, on_done=done)))
         progress_bar.close()
     scores = [score for index in range(len(chunks)) for score in results[index]]
     by_code = dict(zip(unique, scores))
