@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from common.config import ConfigError, field_help, load_config, to_dict
+from common.errors import Unavailable, first_line
 from common.pipeline.artifacts import ArtifactError
 from common.pipeline.registry import all_stages
 from common.tasks.mbpp import DataError
@@ -29,6 +30,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m common", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in all_stages().values():
         sub = commands.add_parser(stage.name, aliases=list(stage.aliases), help=stage.help)
@@ -112,44 +114,63 @@ def _score(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        if args.command == "convert-model":
-            from common.models.gguf import ensure_gemma_270m
-
-            print(ensure_gemma_270m(force=args.force))
-            return 0
-        if args.command == "score":
-            return _score(args)
-        config = load_config(args.config, args.overrides)
-        if args.command == "config":
-            import yaml
-
-            print("\n".join(field_help()) if args.help_fields else yaml.safe_dump(to_dict(config), sort_keys=False))
-            return 0
-        if args.command == "stages":
-            print(describe_stages(config))
-            return 0
-        if args.command == "mi-stats":
-            from common.signals.reference_stats import print_reference_mi
-
-            print_reference_mi(config, args.split, run_dir_for(args, config) if args.run_dir else None)
-            return 0
-        if args.command == "run":
-            from common.pipeline.runner import run_pipeline
-
-            run_pipeline(config, run_dir_for(args, config), force=args.force)
-            return 0
-        from common.pipeline.registry import get_stage
-        from common.pipeline.runner import run_stage
-
-        out = run_stage(args.stage, config, run_dir_for(args, config), force=args.force)
-        if get_stage(args.stage).produces == "report":
-            from common.evaluation.report.build import print_table
-
-            print_table(out)
-        return 0
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: finished work is saved (rows in committed chunks, finished stages); run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
     except ConfigError as exc:
+        if args.debug:
+            raise
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except (ArtifactError, DataError) as exc:
+    except (ArtifactError, DataError, Unavailable) as exc:  # Unavailable includes the API's APIError
+        if args.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line by default, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "convert-model":
+        from common.models.gguf import ensure_gemma_270m
+
+        print(ensure_gemma_270m(force=args.force))
+        return 0
+    if args.command == "score":
+        return _score(args)
+    config = load_config(args.config, args.overrides)
+    if args.command == "config":
+        import yaml
+
+        print("\n".join(field_help()) if args.help_fields else yaml.safe_dump(to_dict(config), sort_keys=False))
+        return 0
+    if args.command == "stages":
+        print(describe_stages(config))
+        return 0
+    if args.command == "mi-stats":
+        from common.signals.reference_stats import print_reference_mi
+
+        print_reference_mi(config, args.split, run_dir_for(args, config) if args.run_dir else None)
+        return 0
+    if args.command == "run":
+        from common.pipeline.runner import run_pipeline
+
+        run_pipeline(config, run_dir_for(args, config), force=args.force)
+        return 0
+    from common.pipeline.registry import get_stage
+    from common.pipeline.runner import run_stage
+
+    out = run_stage(args.stage, config, run_dir_for(args, config), force=args.force)
+    if get_stage(args.stage).produces == "report":
+        from common.evaluation.report.build import print_table
+
+        print_table(out)
+    return 0

@@ -30,15 +30,30 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ModelConfig, SamplingConfig
+from common.errors import Unavailable
+from common.generation.base import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    GenerationBackend,
+    prompt_key,
+    sample_seed,
+    to_completion,
+)
 from common.prompting.templates import Prompt
-from common.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, GenerationBackend, prompt_key, sample_seed, to_completion
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF = 60.0
 
 
-class APIError(RuntimeError):
-    """A request failed for good (non-retryable status, or retries exhausted)."""
+def _is_local(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return (urlparse(url).hostname or "") in ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+class APIError(Unavailable):
+    """A request failed for good (non-retryable status, or retries exhausted); one line in the CLI."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -105,6 +120,9 @@ class APIBackend(GenerationBackend):
         if not self.model:
             raise ValueError("the api backend needs sampling.api_model")
         key = api_key if api_key is not None else os.environ.get(sampling.api_key_env)
+        if not key and sampling.api_key_env and not _is_local(self.url):
+            raise Unavailable(f"no API key for {self.url}: set the environment variable {sampling.api_key_env} "
+                              "(sampling.api_key_env names it; a local server without keys needs none)")
         self.headers = {"Content-Type": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"

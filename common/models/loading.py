@@ -68,6 +68,15 @@ def _tokenizer_path(cfg: ModelConfig) -> tuple[str, dict]:
     raise ValueError(f"model {cfg.name!r}: source must be one of {SOURCES}, got {cfg.source!r}")
 
 
+def _unavailable(cfg: ModelConfig, path: str, exc: BaseException):
+    """A model the hub (or the disk) cannot give us, as one line naming the settings that would."""
+    from common.errors import Unavailable, first_line
+
+    return Unavailable(f"model {cfg.name!r} could not be loaded from {path!r} ({first_line(exc)}): set model.path to a "
+                       "local copy (with model.source: local), or download it on a machine with hub access (its "
+                       "cache then serves HF_HUB_OFFLINE=1 runs)")
+
+
 def load_tokenizer(model_cfg: ModelConfig) -> Any:
     """The model's tokenizer with a pad token, plus the bundled Gemma-3-style chat template when the config asks
     for chat prompts and the tokenizer has no template (tiny models; a base checkpoint used as chat)."""
@@ -76,7 +85,10 @@ def load_tokenizer(model_cfg: ModelConfig) -> Any:
     path, kwargs = _tokenizer_path(model_cfg)
     # A fresh object per call (the 262k-vocabulary tokenizer takes ~3 s, mostly parsing its JSON; a deep copy of a
     # loaded one is slower still): callers may change padding_side or the template without affecting each other.
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise _unavailable(model_cfg, path, exc) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model_cfg.prompt_style == "chat" and not getattr(tokenizer, "chat_template", None):
@@ -190,7 +202,10 @@ def load_model(
         elif model_cfg.device_map:
             kwargs["device_map"] = model_cfg.device_map
             placed = True
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except OSError as exc:
+            raise _unavailable(model_cfg, path, exc) from exc
     if not placed:
         model = model.to(device)
     if adapter is not None:
