@@ -61,6 +61,11 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--bertscore-model", default=None, help="local path or hub id for the bertscore metric")
     score.add_argument("--bertscore-layers", type=int, default=None)
     score.add_argument("--out", required=True, help="output folder (summary.json, samples/, work/)")
+    doctor = commands.add_parser("doctor", help="what this machine can run for a config, and how to fix each gap")
+    _add_config_args(doctor)
+    fetch = commands.add_parser("prefetch", help="download what a config needs (MBPP, hub models) for offline runs")
+    _add_config_args(fetch)
+    fetch.add_argument("--to", default=None, help="plain folders here instead of the Hugging Face cache")
     convert = commands.add_parser("convert-model", help="convert the bundled Gemma-3 270M GGUF to a cached copy")
     convert.add_argument("--force", action="store_true")
     return parser
@@ -154,6 +159,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "stages":
         print(describe_stages(config))
+        return 0
+    if args.command == "doctor":
+        from common.doctor import diagnose, format_checks
+
+        checks = diagnose(config)
+        print(format_checks(checks))
+        return 1 if any(c.state == "missing" for c in checks) else 0
+    if args.command == "prefetch":
+        from common.prefetch import prefetch
+
+        print("\n".join(prefetch(config, args.to)))
         return 0
     if args.command == "mi-stats":
         from common.signals.reference_stats import print_reference_mi
