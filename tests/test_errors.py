@@ -77,3 +77,18 @@ def test_a_set_typo_is_one_line_naming_the_set(capsys):
     assert main(["config", "--config", SMOKE, "--set", "dpo.learning_rat=1e-5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("config error: --set 'dpo.learning_rat=1e-5': unknown key 'learning_rat' in dpo")
+
+
+def test_a_preset_source_that_hides_mbpp_path_is_said(monkeypatch, tmp_path, capsys):
+    import common.tasks.mbpp as mbpp
+
+    monkeypatch.setenv("MBPP_PATH", str(tmp_path / "mbpp.jsonl"))
+    monkeypatch.setattr(mbpp, "_NOTED", set())
+    assert mbpp.resolve_source("demo") == "demo"
+    assert f"pass --set data.source={tmp_path / 'mbpp.jsonl'}" in capsys.readouterr().err
+
+
+def test_a_stage_on_a_missing_run_folder_says_so_and_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["report", "--config", SMOKE, "--run-dir", str(missing)]) == 2
+    assert f"the run folder {missing} does not exist" in capsys.readouterr().err and not missing.exists()

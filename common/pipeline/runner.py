@@ -133,6 +133,8 @@ def run_stage(name: str, config: PipelineConfig, run_dir: Path | str, force: boo
     inputs, manifests = {}, {}
     for role, upstream in stage_inputs(config, stage).items():
         reason = staleness(run, config, upstream)
+        if reason is not None and not run.root.exists():
+            reason += f" (the run folder {run.root} does not exist)"
         if reason is not None:
             raise ArtifactError(
                 f"{stage.name} needs the {upstream!r} artifact at {run.stage_dir(upstream)}, which is {reason}; "

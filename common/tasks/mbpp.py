@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,18 @@ def _rows_from_hub() -> list[dict[str, Any]]:
     return [validate_task(dict(row), f"hub:mbpp/full row {i}") for i, row in enumerate(merged)]
 
 
+_NOTED: set[str] = set()
+
+
 def resolve_source(source: str | os.PathLike | None) -> str:
     """None -> $MBPP_PATH, else 'hub'. Returns a path, 'demo' or 'hub'."""
+    env = os.environ.get("MBPP_PATH")
     if source is None:
-        source = os.environ.get("MBPP_PATH") or "hub"
+        source = env or "hub"
+    elif env and str(source) != env and str(source) not in _NOTED:
+        _NOTED.add(str(source))
+        print(f"note: data.source={source} (from the config) is used, not $MBPP_PATH={env}; pass "
+              f"--set data.source={env} to use that file", file=sys.stderr)
     return str(source)
 
 
