@@ -116,7 +116,15 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+# Library-internal deprecations a user can do nothing about (PEFT 0.21 calling transformers 5.24's old name).
+LIBRARY_NOISE = (r"`is_gradient_checkpointing` is deprecated",)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    for message in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
     args = make_parser().parse_args(argv)
     try:
         return _dispatch(args)

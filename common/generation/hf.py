@@ -49,6 +49,19 @@ CPU_DEFAULT_CAPACITY = 48  # sequences decoded together on CPU (measured: benchm
 _CHAT_END_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
 
+
+def cache_kwarg(model) -> str:
+    """transformers 5.24 renamed the forward's ``past_key_values`` to ``cache`` (the old name warns on every step)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 @dataclass
 class _Row:
     item: int  # index into the stream's items
@@ -99,6 +112,7 @@ class HFBackend(GenerationBackend):
         if tokenizer is None:
             raise ValueError("HFBackend: pass the tokenizer with the model")
         self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
+        self._cache_kwarg = cache_kwarg(model)
         # the stage decided the style (common.prompting.style); a direct caller gets the same rule from the tokenizer
         self.style = (check_style(style, tokenizer, model_cfg.name if model_cfg else "model") if style
                       else prompt_style(model_cfg or ModelConfig(prompt_style="auto"), tokenizer))
@@ -231,14 +245,14 @@ class HFBackend(GenerationBackend):
         cache = DynamicCache(config=self.model.config)
         buffered_layers(cache)
         start = time.perf_counter()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **{self._cache_kwarg: cache},
                          use_cache=True, logits_to_keep=1)
         self.stats["prefill_s"] += time.perf_counter() - start
         self.stats["prefill_tokens"] += int(mask.sum())
         # One cache row per sample: the prompt's KV copied, never recomputed.
         expand = [r for r, item in enumerate(group) for _ in by_item[item]]
         index = torch.tensor(expand, device=self.device)
-        cache = out.past_key_values
+        cache = _returned_cache(out)
         for layer in cache.layers:
             if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
                 layer.keys, layer.values = layer.keys[index], layer.values[index]
@@ -261,7 +275,7 @@ class HFBackend(GenerationBackend):
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch), 1))], dim=-1)
         start = time.perf_counter()
         out = self.model(input_ids=batch.last[:, None], attention_mask=batch.mask, position_ids=batch.pos[:, None],
-                         past_key_values=batch.cache, use_cache=True, logits_to_keep=1)
+                         **{self._cache_kwarg: batch.cache}, use_cache=True, logits_to_keep=1)
         middle = time.perf_counter()
         batch.pos = batch.pos + 1
         self.stats["steps"] += 1

@@ -53,6 +53,16 @@ def _check_precision(train_cfg: DPOTrainingConfig) -> None:
         raise ValueError(f"dpo precision must be one of {PRECISIONS}, got {train_cfg.precision!r}")
 
 
+def _checkpointing(enabled: bool) -> dict:
+    """transformers 5.24 calls it ``activation_checkpointing`` (``gradient_checkpointing`` warns)."""
+    import dataclasses
+
+    from trl import DPOConfig
+
+    names = {f.name for f in dataclasses.fields(DPOConfig)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: bool) -> Any:
     """Our ``DPOTrainingConfig`` -> TRL ``DPOConfig`` (checkpoints in ``output_dir``)."""
     from trl import DPOConfig
@@ -83,7 +93,7 @@ def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: b
         bf16=train_cfg.precision == "bf16",  # TRL defaults to bf16=True: always explicit
         fp16=train_cfg.precision == "fp16",
         use_cpu=on_cpu(),
-        gradient_checkpointing=train_cfg.gradient_checkpointing,
+        **_checkpointing(train_cfg.gradient_checkpointing),
         precompute_ref_log_probs=train_cfg.precompute_ref_log_probs,
         padding_free=train_cfg.padding_free,
         logging_steps=train_cfg.logging_steps,
