@@ -60,3 +60,19 @@ def test_malformed_file_names_file_line_and_field(tmp_path, rows, message):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_mbpp("test", tmp_path / "nope.jsonl")
+
+
+def test_every_faulty_line_is_reported(tmp_path):
+    import json
+
+    from common.tasks.mbpp import DataError, read_tasks_jsonl
+
+    good = {"task_id": 1, "text": "t", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"]}
+    path = tmp_path / "two.jsonl"
+    path.write_text("\n".join([json.dumps(good), json.dumps({**good, "task_id": 2, "test_list": []}),
+                               "{not json", json.dumps({k: v for k, v in good.items() if k != "code"})]) + "\n")
+    with pytest.raises(DataError) as info:
+        read_tasks_jsonl(path)
+    text = str(info.value)
+    assert "3 faulty lines" in text and f"{path}:2:" in text and f"{path}:3: invalid JSON" in text
+    assert f"{path}:4: missing field 'code'" in text

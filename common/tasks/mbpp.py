@@ -24,6 +24,9 @@ DEMO_TASKS = RESOURCE_DIR / "demo_tasks.jsonl"
 _REQUIRED = {"task_id": int, "text": str, "code": str, "test_list": list}
 
 
+MAX_REPORTED = 20  # faulty lines listed in one error
+
+
 class DataError(ValueError):
     """A malformed task file; the message names the file, line and field."""
 
@@ -33,19 +36,29 @@ def read_tasks_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file (expected MBPP mbpp.jsonl)")
-    rows, seen = [], {}
+    rows, seen, problems = [], {}, []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
-            rows.append(validate_task(row, f"{path}:{line_no}"))
-            if row["task_id"] in seen:
-                raise DataError(f"{path}:{line_no}: task_id {row['task_id']} repeats line {seen[row['task_id']]}")
-            seen[row["task_id"]] = line_no
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+                rows.append(validate_task(row, f"{path}:{line_no}"))
+                if row["task_id"] in seen:
+                    raise DataError(f"{path}:{line_no}: task_id {row['task_id']} repeats line {seen[row['task_id']]}")
+                seen[row["task_id"]] = line_no
+            except DataError as exc:  # every faulty line is reported, not only the first
+                problems.append(str(exc))
+                if len(problems) >= MAX_REPORTED:
+                    break
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        more = " (and maybe more; stopped reading)" if len(problems) >= MAX_REPORTED else ""
+        raise DataError(f"{path}: {len(problems)} faulty lines{more}:\n  " + "\n  ".join(problems))
     if not rows:
         raise DataError(f"{path}: no tasks")
     return rows
