@@ -139,14 +139,16 @@ _PANELS = (
     ("reward accuracy", [("rewards/accuracies", "train"), ("eval_rewards/accuracies", "eval")]),
     ("rewards", [("rewards/chosen", "chosen"), ("rewards/rejected", "rejected")]),
     ("learning rate", [("learning_rate", "")]),
-    ("seconds per step", [("step_time", "")]),
+    ("gradient norm", [("grad_norm", "")]),  # a machine-independent panel (step time stays in the CSV)
 )
 _STYLES = {"train": "-", "chosen": "-", "": "-", "eval": "--", "rejected": "--"}
 
 
-def plot_training_curves(log_csv_paths: Mapping[str, str | Path], out_png: str | Path) -> Path:
-    """Plot loss, reward margin/accuracy, chosen/rejected rewards, learning rate and step time against the step
-    for every labelled log CSV (e.g. ``{"dpo": ..., "dpo-further": ...}``); returns the PNG path."""
+def plot_training_curves(log_csv_paths: Mapping[str, str | Path], out_png: str | Path,
+                         title: str = "DPO training curves") -> Path:
+    """Plot loss, reward margin/accuracy, chosen/rejected rewards, learning rate and gradient norm against the
+    step for every labelled log CSV (e.g. ``{"dpo": ..., "dpo-further": ...}``); returns the PNG path. Step time,
+    which depends on the machine, stays in the CSV and off the results figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,6 +177,7 @@ def plot_training_curves(log_csv_paths: Mapping[str, str | Path], out_png: str |
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+    fig.suptitle(f"{title}: " + ", ".join(logs))
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ def _pyplot():
 
 
 def plot_metrics(rows: Sequence[Mapping[str, Any]], names: Sequence[str], out_png: Path, title: str) -> Path:
-    """One panel per metric: each variant's mean with a ± sample-std error bar, and its runs as dots."""
+    """One panel per metric: each variant's mean with a ± sample-std error bar (clipped to the metric's range) and
+    its number of runs, and its runs as dots."""
     plt = _pyplot()
     variants = list(dict.fromkeys(row["variant"] for row in rows))
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 0.5, 3.8), squeeze=False)
@@ -30,7 +31,13 @@ def plot_metrics(rows: Sequence[Mapping[str, Any]], names: Sequence[str], out_pn
             if mean is None:
                 continue
             ax.scatter([x] * len(values), values, s=12, alpha=0.5, color="gray", zorder=2)
-            ax.errorbar([x], [mean], yerr=[std or 0.0], fmt="o", capsize=6, markersize=7, zorder=3)
+            low, high = _bounds(name)  # a ± std bar never reaches below 0 % or above 100 %
+            down = min(std or 0.0, mean - low)
+            up = min(std or 0.0, high - mean)
+            ax.errorbar([x], [mean], yerr=[[max(0.0, down)], [max(0.0, up)]], fmt="o", capsize=6, markersize=7,
+                        zorder=3)
+            ax.annotate(f"n={len(values)}", (x, mean), textcoords="offset points", xytext=(8, -3), fontsize=7,
+                        color="gray")
         ax.set_xticks(range(len(variants)))
         ax.set_xticklabels([_short(v) for v in variants], rotation=20)
         ax.set_title(metric_label(name))
@@ -75,6 +82,15 @@ def plot_training(logs: Mapping[str, Path], out_png: Path) -> Path:
     from common.training.logs import plot_training_curves
 
     return Path(plot_training_curves(dict(logs), out_png))
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    """The range a metric can take on the figure's scale (percent for rates, 0-100 for MI, 0-10 for pylint)."""
+    if name == "pylint_score":
+        return 0.0, 10.0
+    if name in ("codebleu", "bertscore_f1"):
+        return 0.0, 1.0
+    return 0.0, 100.0
 
 
 def _short(variant: str) -> str:
