@@ -46,6 +46,13 @@ def test_smoke_pipeline_through_the_cli(tmp_path):
     # a random tiny model never passes twice, so stage 2c carried the -dpo adapter over; the report must say so
     assert read_manifest(run.stage_dir("dpo-further"))["skipped_training"] is True
     assert "dpo-further was not trained" in (run.stage_dir("report") / "tables.md").read_text()
+    # ... and stage 3 reused -dpo's samples for it instead of sampling the same adapter again
+    assert "reuses dpo's samples" in (run.stage_dir("report") / "tables.md").read_text()
+    for r in (1, 2):
+        further = run.stage_dir("evaluate") / "dpo-further" / f"run{r}"
+        assert read_manifest(further)["reused_from"]["variant"] == "dpo"
+        mine, source = load_dataset_dir(further), load_dataset_dir(run.stage_dir("evaluate") / "dpo" / f"run{r}")
+        assert mine["code"] == source["code"] and set(mine["variant"]) == {"dpo-further"}
     assert "=== stage 8/8: report ===" in done.stdout
     again = subprocess.run([sys.executable, "-m", "common", "run", "--config", "configs/smoke.yaml", "--run-dir",
                             str(run.root)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)

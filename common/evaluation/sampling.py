@@ -165,12 +165,16 @@ def run_evaluation(ctx: Any) -> dict[str, Any]:
         prompts = {tid: build_prompt(task, style, config.sampling.system_prompt) for tid, task in by_id.items()}
         suites[benchmark] = (by_id, prompts)
     units = []
-    for variant in chosen:
+    reuse = carried_over(ctx, chosen)
+    for variant in sorted(chosen, key=lambda v: v.name in reuse):  # sources first: their units get copied
         runs = range(1, config.evaluation.runs + 1)
         todo = [(b, r) for b in benchmarks for r in runs if ctx.force or not unit_is_finished(
             ctx.output / f"{benchmark_prefix(b)}{variant.folder}" / f"run{r}", ctx, variant, r, b)]
         if not todo:
             ctx.log(f"{variant.name}: {len(runs)} run(s) x {len(benchmarks)} benchmark(s) up to date")
+        elif variant.name in reuse:
+            for benchmark, r in todo:
+                reuse_unit(ctx, variant, reuse[variant.name], r, benchmark)
         else:
             _evaluate_variant(ctx, variant, todo, suites, style)
             free_accelerator_memory()  # the backend went out of scope with _evaluate_variant
@@ -184,6 +188,45 @@ def run_evaluation(ctx: Any) -> dict[str, Any]:
                 units.append(unit)
     return {"units": units, "prompt_style": style, "n_tasks": sum(len(s[0]) for s in suites.values()),
             "benchmarks": benchmarks}
+
+
+def carried_over(ctx: Any, chosen: list[Variant]) -> dict[str, Variant]:
+    """Adapter stages that were not trained (no pairs: the stage carried its init adapter over unchanged) whose
+    init adapter is another evaluated variant: variant name -> that variant. Sampling them again would cost a third
+    of stage 3 for rows that differ only by sampling noise; they reuse the source's samples instead."""
+    out = {}
+    for variant in chosen:
+        manifest = ctx.input_manifests.get(f"variant:{variant.name}") or {} if variant.stage else {}
+        if not manifest.get("skipped_training") or not manifest.get("init_adapter"):
+            continue
+        init = Path(manifest["init_adapter"]).resolve()
+        source = next((v for v in chosen if v is not variant and v.adapter is not None
+                       and Path(v.adapter).resolve() == init), None)
+        if source is not None:
+            out[variant.name] = source
+    return out
+
+
+def reuse_unit(ctx: Any, variant: Variant, source: Variant, r: int, benchmark: str = DEFAULT_BENCHMARK) -> Path:
+    """Run ``r`` of an untrained variant: the source variant's finished rows, relabelled, with a manifest that
+    says so (``reused_from``)."""
+    from common.pipeline.artifacts import load_dataset_dir
+
+    prefix = benchmark_prefix(benchmark)
+    src = ctx.output / f"{prefix}{source.folder}" / f"run{r}"
+    src_manifest = read_manifest(src) or {}
+    rows = load_dataset_dir(src)
+    rows = rows.remove_columns(["variant"]).add_column("variant", [variant.name] * len(rows))
+    out = ctx.output / f"{prefix}{variant.folder}" / f"run{r}"
+    save_dataset(rows, out)
+    key = unit_key(ctx, variant, r, benchmark)
+    ctx.write_unit_manifest(out, unit_fingerprint(ctx, variant, r, benchmark),
+                            {**key, "prompt_style": src_manifest.get("prompt_style"),
+                             "num_samples": src_manifest.get("num_samples"), "summary": src_manifest.get("summary"),
+                             "reused_from": {"variant": source.name, "uid": src_manifest.get("uid")}})
+    ctx.log(f"{variant.name} run {r}: not trained (its adapter is {source.name}'s, carried over), so it reuses "
+            f"{source.name}'s samples instead of sampling them again -> {out}")
+    return out
 
 
 def _evaluate_variant(ctx: Any, variant: Variant, todo: list[tuple[str, int]],

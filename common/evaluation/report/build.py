@@ -148,8 +148,12 @@ def run_report(ctx: Any) -> dict[str, Any]:
         manifest = read_manifest(folder) or {}
         if manifest.get("skipped_training"):
             continued = Path(manifest.get("init_adapter", "")).name
+            reused = any((res.manifest.get("reused_from") or {}).get("variant") for res in results
+                         if res.variant == variant)
+            how = (f"its evaluation reuses {continued}'s samples, so its rows equal {continued}'s" if reused else
+                   f"its rows differ from {continued} only by sampling noise")
             notes.append(f"{variant} was not trained: its input had no pairs, so it is the {continued} adapter "
-                         f"unchanged (its rows differ from {continued} only by sampling noise)")
+                         f"unchanged ({how})")
 
     title = model if not multi else f"{model} on {primary}"
     figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{title}: mean ± sample std over runs").name,
