@@ -22,9 +22,14 @@ def _check_pairs(run, config, style):
     # one pair per task with the default 'extremes' pairing: no task appears twice
     assert len(set(pairs["task_id"])) == len(pairs)
     jobs = []
+    candidates = {(c["task_id"], c["candidate_index"]): c for c in load_dataset_dir(run.stage_dir("candidates"))}
     for row in pairs:
         assert row["chosen_mi"] >= row["rejected_mi"] + config.stage1.min_mi_margin
         assert row["chosen"] != row["rejected"]
+        # each side says where it came from: its candidate (index, what made it)
+        for side in ("chosen", "rejected"):
+            source = candidates[(row["task_id"], row[f"{side}_index"])]
+            assert source["code"] == row[f"{side}_code"] and row[f"{side}_origin"] == source["origin"]
         if style == "chat":
             assert isinstance(row["prompt"], list) and row["chosen"].startswith("```python\n")
             chosen, rejected = strip_fence(row["chosen"]), strip_fence(row["rejected"])

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from common.prompting.templates import Prompt, completion_target
 
 PAIR_COLUMNS = ("task_id", "prompt", "chosen", "rejected", "chosen_mi", "rejected_mi", "mi_margin", "generator",
-                "chosen_code", "rejected_code")
+                "chosen_code", "rejected_code", "chosen_index", "rejected_index", "chosen_origin", "rejected_origin")
 
 
 def pair_features(style: str) -> Any:
@@ -25,7 +25,8 @@ def pair_features(style: str) -> Any:
 
     prompt = Value("string") if style == "completion" else List({"role": Value("string"), "content": Value("string")})
     kinds = {"task_id": Value("int64"), "prompt": prompt, "chosen_mi": Value("float64"),
-             "rejected_mi": Value("float64"), "mi_margin": Value("float64")}
+             "rejected_mi": Value("float64"), "mi_margin": Value("float64"), "chosen_index": Value("int64"),
+             "rejected_index": Value("int64")}
     return Features({name: kinds.get(name, Value("string")) for name in PAIR_COLUMNS})
 
 
@@ -45,6 +46,7 @@ class Candidate:
     mi: float | None
     passed: bool
     index: int = 0  # position among the task's candidates: breaks ties ("output 1 chosen")
+    origin: str = ""  # what made it: the rewrites applied, the API output, the self-generation round and sample
 
 
 def usable(candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -92,6 +94,11 @@ def pair_row(task: Mapping[str, Any], prompt: Prompt, style: str, chosen: Candid
         "generator": generator,
         "chosen_code": chosen.code,
         "rejected_code": rejected.code,
+        # where each side came from, so a pair can be judged (both sides passed every test: only those are paired)
+        "chosen_index": int(chosen.index),
+        "rejected_index": int(rejected.index),
+        "chosen_origin": chosen.origin,
+        "rejected_origin": rejected.origin,
     }
 
 

@@ -121,7 +121,8 @@ def pair_rows(samples: list[dict], tasks: dict[int, Any], prompts: dict[int, Any
     """Max-MI vs min-MI passing sample per task, with the stage-1 margin/tie rule."""
     grouped: dict[int, list[Candidate]] = defaultdict(list)
     for index, sample in enumerate(samples):
-        grouped[sample["task_id"]].append(Candidate(sample["code"], sample["mi"], sample["passed"], index))
+        origin = f"self-generation round {sample.get('round')} sample {sample.get('sample_index')}"
+        grouped[sample["task_id"]].append(Candidate(sample["code"], sample["mi"], sample["passed"], index, origin))
     rows = []
     for tid in sorted(grouped):
         for chosen, rejected in select_pairs(grouped[tid], "extremes", config.stage1.min_mi_margin,

@@ -43,7 +43,8 @@ def build_pair_rows(candidates: Any, tasks: Any, config: Any, style: str) -> lis
     grouped: dict[int, list[Candidate]] = defaultdict(list)
     generator: dict[int, str] = {}
     for row in candidates:
-        grouped[row["task_id"]].append(Candidate(row["code"], row["mi"], row["passed"], row["candidate_index"]))
+        grouped[row["task_id"]].append(Candidate(row["code"], row["mi"], row["passed"], row["candidate_index"],
+                                                 str(row.get("origin") or "")))
         generator[row["task_id"]] = row["generator"]
     rows = []
     for task in tasks:
