@@ -16,11 +16,14 @@ MODEL ?= gemma-3-1b-it
 install: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt
+	@echo "installing into $(VENV): torch $(TORCH_VERSION) first, then requirements.txt (first time: several minutes)"
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q torch==$(TORCH_VERSION)
+	@echo "torch installed; now requirements.txt"
 	$(PYTHON) -m pip install -q -r requirements.txt -c constraints.txt
 	touch $(STAMP)
+	@echo "installed: $(VENV)"
 
 # The default suite: everything but tests marked `slow` (CI budget: 30 min on 2 cores).
 test: $(STAMP)

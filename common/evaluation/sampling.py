@@ -166,17 +166,19 @@ def run_evaluation(ctx: Any) -> dict[str, Any]:
         suites[benchmark] = (by_id, prompts)
     units = []
     reuse = carried_over(ctx, chosen)
+    runs = range(1, config.evaluation.runs + 1)
+    pending = {variant.name: [(b, r) for b in benchmarks for r in runs if ctx.force or not unit_is_finished(
+        ctx.output / f"{benchmark_prefix(b)}{variant.folder}" / f"run{r}", ctx, variant, r, b)] for variant in chosen}
+    progress = {"done": 0, "total": sum(len(todo) for name, todo in pending.items() if name not in reuse)}
     for variant in sorted(chosen, key=lambda v: v.name in reuse):  # sources first: their units get copied
-        runs = range(1, config.evaluation.runs + 1)
-        todo = [(b, r) for b in benchmarks for r in runs if ctx.force or not unit_is_finished(
-            ctx.output / f"{benchmark_prefix(b)}{variant.folder}" / f"run{r}", ctx, variant, r, b)]
+        todo = pending[variant.name]
         if not todo:
             ctx.log(f"{variant.name}: {len(runs)} run(s) x {len(benchmarks)} benchmark(s) up to date")
         elif variant.name in reuse:
             for benchmark, r in todo:
                 reuse_unit(ctx, variant, reuse[variant.name], r, benchmark)
         else:
-            _evaluate_variant(ctx, variant, todo, suites, style)
+            _evaluate_variant(ctx, variant, todo, suites, style, progress)
             free_accelerator_memory()  # the backend went out of scope with _evaluate_variant
         for benchmark in benchmarks:
             for r in runs:
@@ -230,7 +232,8 @@ def reuse_unit(ctx: Any, variant: Variant, source: Variant, r: int, benchmark: s
 
 
 def _evaluate_variant(ctx: Any, variant: Variant, todo: list[tuple[str, int]],
-                      suites: Mapping[str, tuple[Mapping[int, Any], Mapping[int, Any]]], style: str) -> None:
+                      suites: Mapping[str, tuple[Mapping[int, Any], Mapping[int, Any]]], style: str,
+                      progress: dict[str, int] | None = None) -> None:
     """Load the variant's model once and sample/score each pending (benchmark, run) with it."""
     from common.generation import make_backend
 
@@ -238,7 +241,9 @@ def _evaluate_variant(ctx: Any, variant: Variant, todo: list[tuple[str, int]],
     try:
         for benchmark, r in todo:
             tasks, prompts = suites[benchmark]
-            evaluate_run(ctx, variant, r, backend, tasks, prompts, style, benchmark)
+            if progress is not None:
+                progress["done"] += 1
+            evaluate_run(ctx, variant, r, backend, tasks, prompts, style, benchmark, progress)
     finally:
         close = getattr(backend, "close", None)
         if callable(close):
@@ -247,7 +252,8 @@ def _evaluate_variant(ctx: Any, variant: Variant, todo: list[tuple[str, int]],
 
 
 def evaluate_run(ctx: Any, variant: Variant, r: int, backend: Any, tasks: Mapping[int, Any],
-                 prompts: Mapping[int, Any], style: str, benchmark: str = DEFAULT_BENCHMARK) -> Path:
+                 prompts: Mapping[int, Any], style: str, benchmark: str = DEFAULT_BENCHMARK,
+                 progress: Mapping[str, int] | None = None) -> Path:
     """One run of one variant on one benchmark: sample (resumably), execute, score MI, save the rows and the
     unit's manifest."""
     from common.generation import SampleRequest, run_sampling_job
@@ -267,6 +273,8 @@ def evaluate_run(ctx: Any, variant: Variant, r: int, backend: Any, tasks: Mappin
     ]
     chunk = {"chunk_size": SAMPLING_CHUNK_SIZE} if SAMPLING_CHUNK_SIZE else {}
     label = f"{variant.name} run {r}" + (f" on {benchmark}" if benchmark != DEFAULT_BENCHMARK else "")
+    if progress and progress.get("total", 0) > 1:  # "eval run 3/6": where the stage is overall
+        label += f" [{progress['done']}/{progress['total']}]"
     drawn = run_sampling_job(backend, requests, work / "samples", desc=f"evaluate {label} (seed {seed})", **chunk)
     rows = [dict(row) for row in drawn]
     for row in rows:  # a HumanEval reply continues (or redefines) its prompt's function
