@@ -749,3 +749,16 @@ def test_mbpp_train_all_372_tasks():
     assert m.with_two_passing >= 0.95 * m.tasks
     assert m.with_mi_gap >= 0.72 * m.tasks
     assert m.failed <= m.variants // 100
+
+
+def test_renaming_keeps_generated_comments_true():
+    from common.rewrite import apply_transforms
+
+    code = "def total(nums):\n    s = 0\n    for n in nums:\n        s += n\n    return s\n"
+    out = apply_transforms(code, ["add_comments", "rename_locals_short"], seed=0)
+    assert out is not None and "x1" in out
+    comments = [line.strip() for line in out.splitlines() if line.strip().startswith("#")]
+    assert comments, out
+    for comment in comments:  # no comment names a variable that no longer exists
+        for old in ("s", "n"):
+            assert f" {old} " not in f" {comment} " and f"Update {old}" not in comment, (comment, out)

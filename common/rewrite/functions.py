@@ -342,12 +342,19 @@ def _renamable(fn: ast.FunctionDef) -> list[str]:
 
 
 def _rename_in(fn: ast.FunctionDef, mapping: dict[str, str]) -> None:
+    """Rename locals, and the same words in the function's comments and docstring, so that a comment such as
+    "Loop over each n in nums" stays true after ``n`` became ``x1`` (a stale comment would still earn MI)."""
+    import re
+
+    words = re.compile(r"\b(" + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True))) + r")\b")
     for node in fn.body:
         for sub in ast.walk(node):
             if isinstance(sub, ast.Name) and sub.id in mapping:
                 sub.id = mapping[sub.id]
             elif isinstance(sub, ast.arg) and sub.arg in mapping:
                 sub.arg = mapping[sub.arg]
+            elif isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Constant) and isinstance(sub.value.value, str):
+                sub.value.value = words.sub(lambda m: mapping[m.group(1)], sub.value.value)  # comments, docstrings
 
 
 def _role(name: str, fn: ast.FunctionDef) -> str:
