@@ -92,3 +92,17 @@ def test_a_stage_on_a_missing_run_folder_says_so_and_creates_nothing(tmp_path, c
     missing = tmp_path / "nope"
     assert main(["report", "--config", SMOKE, "--run-dir", str(missing)]) == 2
     assert f"the run folder {missing} does not exist" in capsys.readouterr().err and not missing.exists()
+
+
+def test_an_endpoint_unreachable_after_its_retries_is_one_line(monkeypatch, tmp_path, capsys):
+    import common.pipeline.runner as runner
+    from common.generation.api import APIError
+
+    def gave_up(*_a, **_k):
+        raise APIError("https://api.example.com/v1/chat/completions: giving up after 7 attempts: "
+                       "ConnectionError: Name or service not known")
+
+    monkeypatch.setattr(runner, "run_stage", gave_up)
+    assert main(["candidates", "--config", SMOKE, "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "giving up after 7 attempts" in err and "Traceback" not in err
