@@ -106,3 +106,24 @@ def test_an_endpoint_unreachable_after_its_retries_is_one_line(monkeypatch, tmp_
     assert main(["candidates", "--config", SMOKE, "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "giving up after 7 attempts" in err and "Traceback" not in err
+
+
+def test_an_interrupted_sampling_job_says_what_it_saved(tmp_path, capsys):
+    from common.generation import Completion, SampleRequest, run_sampling_job
+
+    class StopsAfterOne:
+        calls = 0
+
+        def generate(self, prompts, num_samples, seed):
+            StopsAfterOne.calls += 1
+            if StopsAfterOne.calls > 1:
+                raise KeyboardInterrupt
+            return [[Completion(text="x", code="x", finish_reason="stop", num_tokens=1)] * num_samples
+                    for _ in prompts]
+
+    requests = [SampleRequest(key=str(i), prompt=f"p{i}", num_samples=2, seed=0, meta={"task_id": i})
+                for i in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        run_sampling_job(StopsAfterOne(), requests, tmp_path / "job", chunk_size=1)
+    err = capsys.readouterr().err
+    assert "interrupted: 2/6 rows saved in" in err and "run the same command to resume" in err

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from common.prompting.templates import Prompt
 from common.generation.base import Completion, stream_via_generate
+from common.prompting.templates import Prompt
 
 ROWS_FILE = "samples.jsonl"
 DATASET_DIR = "dataset"
@@ -197,13 +198,20 @@ def run_sampling_job(backend: Any, requests: list[SampleRequest], out_dir: Path 
             bar = tqdm(total=total, initial=total - sum(r.num_samples for r in pending), desc=desc, unit="sample",
                        dynamic_ncols=True)
             items = [(r.prompt, r.num_samples, r.seed) for r in pending]
-            with open(out / ROWS_FILE, "ab") as handle:
-                for index, completions in _stream(backend, items, chunk_size or DEFAULT_CHUNK_SIZE):
-                    request = pending[index]
-                    rows = _rows_for(request, completions)
-                    _append(handle, rows)
-                    done[request.key] = rows
-                    bar.update(len(rows))
+            try:
+                with open(out / ROWS_FILE, "ab") as handle:
+                    for index, completions in _stream(backend, items, chunk_size or DEFAULT_CHUNK_SIZE):
+                        request = pending[index]
+                        rows = _rows_for(request, completions)
+                        _append(handle, rows)
+                        done[request.key] = rows
+                        bar.update(len(rows))
+            except KeyboardInterrupt:
+                bar.close()
+                saved = sum(len(v) for v in done.values())
+                print(f"\ninterrupted: {saved}/{total} rows saved in {out / ROWS_FILE}; run the same command to "
+                      "resume", file=sys.stderr)
+                raise
             bar.close()
         missing = [key for key in by_key if key not in done]
         if missing:
