@@ -106,6 +106,7 @@ class Job:
         self.violation = ""
         self.restart = False
         self.next_request = None
+        self._sent = None  # the request last written to the child (each is sent once)
 
     # -- preparation (before any child exists)
     def prepare(self) -> bool:
@@ -215,7 +216,7 @@ class Job:
     def pending_request(self) -> bytes | None:
         """Bytes to send to the child for the judge's current request (once), or None."""
         r = self.next_request
-        if r is None or r[0] not in ("p", "u") or getattr(self, "_sent", None) is r:
+        if r is None or r[0] not in ("p", "u") or self._sent is r:
             return None
         self._sent = r
         if r[0] == "u":
