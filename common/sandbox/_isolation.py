@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import sys
 
 import _linux
@@ -60,19 +61,23 @@ def build_minimal_root() -> None:
     them mount a proc, and writable for their uid_map). pivot_root and a detached old root leave no path back
     to the checkout, home directories, datasets or other mounts."""
     nosuid_nodev = _linux.MS_NOSUID | _linux.MS_NODEV
+    # Held open before the build tmpfs covers /tmp: an installation under /tmp (a checkout's .venv there) would
+    # otherwise be hidden by it; the binds below come from these descriptors.
+    sources = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in root_contents()]
     _linux.mount("tmpfs", _BUILD_AT, "tmpfs", nosuid_nodev, "size=1m,mode=755")
     new_root = _BUILD_AT + "/root"
     os.mkdir(new_root, 0o755)
     _linux.mount("tmpfs", new_root, "tmpfs", _linux.MS_NOSUID, "size=1m,mode=755")
     _mirror_symlinks(new_root)
-    for path in root_contents():
+    for path, fd in sources:
         target = new_root + path
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-        if os.path.isdir(path):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
             os.makedirs(target, mode=0o755, exist_ok=True)
         else:
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-        _linux.mount(path, target, None, _linux.MS_BIND | _linux.MS_REC)
+        _linux.mount(f"/proc/self/fd/{fd}", target, None, _linux.MS_BIND | _linux.MS_REC)
+        os.close(fd)
     os.mkdir(new_root + "/tmp", 0o1777)
     os.chmod(new_root + "/tmp", 0o1777)
     os.makedirs(new_root + "/proc", 0o555, exist_ok=True)
