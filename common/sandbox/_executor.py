@@ -88,7 +88,7 @@ class Executor:
         if self.ns:
             self.nproc = NPROC_LIMIT  # counted per user namespace, i.e. per candidate
             self.level = "namespaces(user,mount,pid,net)+minimal-root+rlimits" + ("" if self.proc else " (no /proc)")
-            os.environ.update(TMPDIR="/tmp", HOME="/tmp")
+            os.environ.update(TMPDIR=self.plan.scratch, HOME=self.plan.scratch)
         else:
             self.level = "rlimits+pgroup"
             self.root = tempfile.mkdtemp(prefix=f"mi-sandbox-{os.getpid()}-")
@@ -131,7 +131,7 @@ class Executor:
     def spawn(self, job: Job, static: list[int]) -> None:
         self.next_idx += 1
         idx = self.next_idx
-        workdir = f"/tmp/sandbox-{idx}" if self.ns else tempfile.mkdtemp(dir=self.root)
+        workdir = f"{self.plan.scratch}/sandbox-{idx}" if self.ns else tempfile.mkdtemp(dir=self.root)
         request = job.child_request(idx, workdir, static, time.monotonic())
         if len(request) > self.max_message:
             job.failure = ("error", f"program and tests too large for the sandbox ({len(request)} bytes)")

@@ -47,6 +47,13 @@ def root_contents() -> list[str]:
     return [p for p in unique if not any(p != q and p.startswith(q + "/") for q in unique)]
 
 
+def scratch_dir() -> str:
+    """Where each candidate's private tmpfs (its writable world and working directory) is mounted: /tmp, unless
+    the interpreter itself lives under /tmp (a checkout's .venv there), which that tmpfs would hide; then
+    /scratch, with TMPDIR pointing at it."""
+    return "/scratch" if any(p == "/tmp" or p.startswith("/tmp/") for p in root_contents()) else "/tmp"
+
+
 def _mirror_symlinks(new_root: str) -> None:
     """Recreate top-level symlinks such as /lib -> usr/lib (merged /usr) so library paths resolve as on the host."""
     for name in ("lib", "lib64", "lib32"):
@@ -78,8 +85,9 @@ def build_minimal_root() -> None:
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
         _linux.mount(f"/proc/self/fd/{fd}", target, None, _linux.MS_BIND | _linux.MS_REC)
         os.close(fd)
-    os.mkdir(new_root + "/tmp", 0o1777)
-    os.chmod(new_root + "/tmp", 0o1777)
+    for writable in {"/tmp", scratch_dir()}:  # mount points only: the root itself is read-only
+        os.makedirs(new_root + writable, 0o755, exist_ok=True)
+        os.chmod(new_root + writable, 0o1777)
     os.makedirs(new_root + "/proc", 0o555, exist_ok=True)
     _linux.mount("/proc", new_root + "/proc", None, _linux.MS_BIND | _linux.MS_REC)
     os.mkdir(new_root + "/.old", 0o700)
@@ -120,7 +128,9 @@ class ChildPlan:
         self.deathsig = _linux.prepare("prctl", _linux.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         nosuid_nodev = _linux.MS_NOSUID | _linux.MS_NODEV
         self.drop_capabilities = _linux.prepare_drop_capabilities()
-        self.mounts = [_linux.prepare("mount", "tmpfs", "/tmp", "tmpfs", nosuid_nodev, f"size={TMPFS_SIZE},mode=1777")]
+        self.scratch = scratch_dir()
+        self.mounts = [_linux.prepare("mount", "tmpfs", self.scratch, "tmpfs", nosuid_nodev,
+                                      f"size={TMPFS_SIZE},mode=1777")]
         if proc:  # a /proc showing only this pid namespace
             self.mounts.append(_linux.prepare("mount", "proc", "/proc", "proc", nosuid_nodev | _linux.MS_NOEXEC, None))
         else:  # the kernel refuses a new proc here (masked /proc in a container): hide the host's instead
@@ -159,7 +169,7 @@ def probe() -> tuple[bool, bool, str]:
                 child = _linux.clone(NS_FLAGS)
                 if child == 0:
                     try:
-                        plan.isolate("/tmp/probe")
+                        plan.isolate(f"{plan.scratch}/probe")
                         os._exit(0)
                     except BaseException as e:  # noqa: BLE001
                         os.write(w, f"{type(e).__name__}: {e}\n".encode())
