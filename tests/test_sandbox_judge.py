@@ -179,7 +179,7 @@ def test_the_checkout_home_datasets_and_host_processes_are_out_of_sight(nsbox):
                                 "assert capabilities() == ['0000000000000000']",
                                 f"assert set(listing({str(REPO)!r})) <= {allowed[str(REPO)]!r}",
                                 "assert listing('/home') == [] and listing('/etc') == ['ld.so.cache']",
-                                "assert set(listing('/')) <= {'dev', 'etc', 'lib', 'lib32', 'lib64', 'proc', 'root', "
+                                "assert set(listing('/')) <= {'dev', 'etc', 'lib', 'lib32', 'lib64', 'proc', 'root', 'scratch', "
                                 "'tmp', 'usr', 'work', 'opt', 'home'}",
                                 "assert listing('/dev') == ['full', 'null', 'random', 'urandom', 'zero']"])
     assert r.passed, r
