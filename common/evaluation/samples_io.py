@@ -104,8 +104,9 @@ def read_samples(path: str | Path, benchmark: str, tasks: Mapping[int, Mapping[s
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text_start = path.read_text(encoding="utf-8")[:1].strip() if path.stat().st_size else ""
-    if path.suffix == ".json" or text_start == "[":
+    with path.open(encoding="utf-8") as handle:  # the first non-blank character tells JSON from JSONL
+        head = handle.read(4096).lstrip()[:1]
+    if path.suffix == ".json" or head == "[":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
