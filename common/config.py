@@ -144,6 +144,8 @@ class DPOTrainingConfig:
     lora_target_modules: list[str] = _f(help="LoRA targets (paper: all attention and MLP projections).",
                                         factory=lambda: list(PAPER_LORA_TARGETS))
     beta: float = _f(0.1, "DPO beta (paper: TRL default 0.1).")
+    loss_type: str = _f("sigmoid", "TRL's DPO loss: sigmoid (DPO, the paper), ipo, hinge, robust, apo_zero, ... "
+                        "(DPOConfig.loss_type).")
     learning_rate: float = _f(5e-7, "Learning rate (paper: 5e-7).")
     num_train_epochs: float = _f(250.0, "Epochs (paper: 250).")
     max_steps: int = _f(-1, "Stop after this many optimiser steps (-1: use epochs).")

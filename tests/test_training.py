@@ -384,3 +384,18 @@ def test_adapter_stage_refuses_bad_inputs(tmp_path):
         run_stage("dpo", config, empty.root)
     with pytest.raises(ConfigError, match="unknown stage 'sft'"):
         run_stage("sft", config, empty.root)
+
+
+def test_dpo_loss_variants_reach_trl(tmp_path):
+    """``dpo.loss_type`` picks TRL's loss: IPO trains too, and its loss differs from the sigmoid DPO loss on the
+    same pairs and seed."""
+    import dataclasses
+
+    cfg = load_model_config("tiny-llama")
+    losses = {}
+    for loss_type in ("sigmoid", "ipo"):
+        result = train_dpo(make_pairs("completion"), cfg, dataclasses.replace(tcfg(), loss_type=loss_type),
+                           tmp_path / loss_type)
+        assert result.metrics["global_step"] == 2
+        losses[loss_type] = read_training_log(tmp_path / loss_type / LOG_CSV)[0]["loss"]
+    assert losses["sigmoid"] != pytest.approx(losses["ipo"])

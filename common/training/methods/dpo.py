@@ -82,6 +82,7 @@ def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: b
     return DPOConfig(
         output_dir=str(output_dir),
         beta=train_cfg.beta,
+        loss_type=train_cfg.loss_type,
         learning_rate=train_cfg.learning_rate,
         num_train_epochs=train_cfg.num_train_epochs,
         max_steps=train_cfg.max_steps,
