@@ -126,7 +126,7 @@ def _disk() -> Check:
     probe = next((p for p in (hf, cache_root(), Path.home()) if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free / GIB
     return Check("disk", "ok" if free >= MIN_FREE_GIB else "warn", f"{free:.0f} GiB free at {probe}",
-                 "" if free >= MIN_FREE_GIB else f"models and runs need tens of GiB; set HF_HOME / MI_ALIGN_CACHE "
+                 "" if free >= MIN_FREE_GIB else "models and runs need tens of GiB; set HF_HOME / MI_ALIGN_CACHE "
                  "to a larger disk")
 
 

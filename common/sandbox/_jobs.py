@@ -101,6 +101,7 @@ class Job:
         self.attempt: Attempt | None = None
         self.attempts = 0
         self.judge: _judge.Judge | None = None
+        self.program: _program.TestProgram | str | None = None  # set by prepare (a str: why it did not compile)
         self.failure: tuple[str, str] | None = None  # (status, detail) deciding the job before/without the judge
         self.abort: tuple[str, str] | None = None
         self.violation = ""
@@ -275,7 +276,7 @@ class Job:
         if self.out_total > len(self.out):
             out += f"\n[... {self.out_total - len(self.out)} more bytes dropped]"
         j = self.judge
-        n = len(self.program.units) if type(getattr(self, "program", None)) is _program.TestProgram else \
+        n = len(self.program.units) if type(self.program) is _program.TestProgram else \
             max(1, len(self.spec.get("tests") or ()))
         if self.failure is not None:
             status, detail = self.failure

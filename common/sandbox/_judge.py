@@ -21,7 +21,6 @@ import builtins
 from _program import J, TestProgram
 from _wire import plain_problem
 
-UNIT_STATUSES = ("passed", "failed", "error", "timeout", "killed", "skipped")
 DETAIL_MAX = 300
 _BUILTIN_EXCEPTIONS = {name: cls for name, cls in vars(builtins).items()
                        if isinstance(cls, type) and issubclass(cls, Exception)}
@@ -81,17 +80,6 @@ def handle_id(value) -> int | None:
     if type(value) is Handle:
         return object.__getattribute__(value, "_mi_handle")
     return None
-
-
-def describe_value(value) -> str:
-    """A short, safe description for details (never runs anything the candidate wrote)."""
-    if type(value) is Handle:
-        return f"<{object.__getattribute__(value, '_mi_type')} from the program>"
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - e.g. an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def one_line(text: str) -> str:

@@ -92,9 +92,10 @@ def _rows_from_hub() -> list[dict[str, Any]]:
     try:
         parts = load_dataset("mbpp", "full")
     except Exception as exc:  # noqa: BLE001 - ConnectionError, offline mode, missing cache: all mean "no hub"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"MBPP could not be loaded from the Hugging Face hub ({type(exc).__name__}: {first}): set "
-                        "MBPP_PATH or data.source to a local mbpp.jsonl") from exc
+        from common.errors import first_line
+
+        raise DataError(f"MBPP could not be loaded from the Hugging Face hub ({type(exc).__name__}: "
+                        f"{first_line(exc)}): set MBPP_PATH or data.source to a local mbpp.jsonl") from exc
     merged = concatenate_datasets([parts[name] for name in parts])
     return [validate_task(dict(row), f"hub:mbpp/full row {i}") for i, row in enumerate(merged)]
 
