@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from common.config_fields import _f
+from common.training_config import (  # noqa: F401  (re-exported: every config is importable from here)
+    PAPER_LORA_TARGETS, SFT_STUDY, DPOTrainingConfig, GRPOTrainingConfig, KTOTrainingConfig, TrainingConfig, _training)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESOURCE_DIR = REPO_ROOT / "common" / "resources"  # data files shipped with the package (common/resources/README.md)
@@ -25,18 +29,9 @@ PAPER_SYSTEM_PROMPT = (
     "You are a code generation model. Your task is to generate code snippets based on user prompts. "
     "You are to only write the full code for the required function and stop after returning the function output."
 )
-PAPER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and key."""
-
-
-def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:
-    """A dataclass field with a help string (shown by ``python -m common config --help-fields``)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -129,44 +124,23 @@ class Stage1Config:
     keep_ties: bool = _f(False, "Paper behaviour: keep tied pairs (first output chosen).")
     max_variants: int = _f(8, "rewrite generator: distinct passing variants to keep per task.")
     rewrite_seed: int = _f(0, "rewrite generator: seed for the choice of transformations.")
+    signal: str = _f(
+        "mi",
+        "What makes one candidate better than another, for pairs (DPO), labelled singles (KTO) and targets (SFT): "
+        "mi (the paper: among passing candidates), exec (passes vs fails), compile (compiles vs corrupted copies "
+        "that do not), pylint (among passing candidates), or a lexicographic list such as 'exec,mi' (pass first, "
+        "then MI). common/preference/signals.py.",
+    )
+    compile_negatives: int = _f(1, "compile signal: corrupted copies (a keyword misspelt or a symbol deleted) made "
+                                   "per compiling candidate, each re-checked to fail compilation.")
+    corruption_seed: int = _f(0, "compile signal: seed for choosing the corruptions.")
+    mutants: int = _f(0, "rewrite generator: extra candidates per task made by semantic mutations of the reference "
+                         "(a flipped comparison, an off-by-one constant); they give the exec signal failing code.")
     api_prompt: str = _f(
         "Create 2 different implementations of the following task. Both must be functionally correct, but they "
         "should differ in approach and structure, and both should follow Python best practices.",
         "api generator: the instruction placed after Task_ID and before the task text.",
     )
-
-
-@dataclass
-class DPOTrainingConfig:
-    lora_r: int = _f(16, "LoRA rank (paper: 16).")
-    lora_alpha: int = _f(32, "LoRA alpha (paper: 32).")
-    lora_dropout: float = _f(0.1, "LoRA dropout (paper: 0.1).")
-    lora_target_modules: list[str] = _f(help="LoRA targets (paper: all attention and MLP projections).",
-                                        factory=lambda: list(PAPER_LORA_TARGETS))
-    beta: float = _f(0.1, "DPO beta (paper: TRL default 0.1).")
-    loss_type: str = _f("sigmoid", "TRL's DPO loss: sigmoid (DPO, the paper), ipo, hinge, robust, apo_zero, ... "
-                        "(DPOConfig.loss_type).")
-    learning_rate: float = _f(5e-7, "Learning rate (paper: 5e-7).")
-    num_train_epochs: float = _f(250.0, "Epochs (paper: 250).")
-    max_steps: int = _f(-1, "Stop after this many optimiser steps (-1: use epochs).")
-    per_device_train_batch_size: int = _f(2, "Pairs per device per step (paper: 1-2).")
-    gradient_accumulation_steps: int = _f(16, "Gradient accumulation (paper: 16).")
-    max_length: int = _f(1024, "Truncate prompt+completion to this many tokens (paper: 1024).")
-    precision: str = _f("fp32", "fp32 (paper), bf16 or fp16.")
-    gradient_checkpointing: bool = _f(True, "Recompute activations (paper: on).")
-    load_in_4bit: bool = _f(False, "QLoRA: 4-bit base model (bitsandbytes).")
-    precompute_ref_log_probs: bool = _f(False, "Compute reference log-probs once before training (GPU preset).")
-    padding_free: bool = _f(False, "Pack sequences without padding (needs flash attention; GPU preset).")
-    early_stopping_patience: int | None = _f(None, "Stop when eval loss has not improved for N evaluations.")
-    eval_fraction: float = _f(0.0, "Held-out share of pairs for evaluation/early stopping (0 = none).")
-    stage2_reference: str = _f(
-        "base",
-        "DPO reference model in stage 2c: 'base' (adapter disabled, the paper's intent) or 'stage1' (a frozen copy of "
-        "the stage-1 adapter, what current TRL does when handed a PeftModel).",
-    )
-    logging_steps: int = _f(1, "Log every N steps.")
-    save_steps: int | None = _f(None, "Checkpoint every N steps (resume with the same run dir); None = end only.")
-    seed: int = _f(42, "Training seed.")
 
 
 @dataclass
@@ -218,9 +192,18 @@ class PipelineConfig:
     stage1_sampling: SamplingConfig = _f(help="Sampling for the stage-1 'local'/'api' generator.",
                                          factory=SamplingConfig)
     generator_model: ModelConfig | None = _f(None, "Model for the stage-1 'local' generator (default: `model`).")
-    dpo: DPOTrainingConfig = _f(help="Stage 1c DPO.", factory=DPOTrainingConfig)
-    dpo_further: DPOTrainingConfig = _f(help="Stage 2c DPO (continues the stage-1 adapter).",
-                                        factory=DPOTrainingConfig)
+    dpo: TrainingConfig = _f(help="Stage 1c DPO.", factory=TrainingConfig)
+    dpo_further: TrainingConfig = _f(help="Stage 2c DPO (continues the stage-1 adapter).", factory=TrainingConfig)
+    sft: TrainingConfig = _f(help="Stage sft: SFT on the signal's best candidates (SFT->DPO study's settings).",
+                             factory=_training(**SFT_STUDY))
+    sft_dpo: TrainingConfig = _f(help="Stage sft-dpo: DPO continuing the sft adapter, reference = the SFT model.",
+                                 factory=_training(**SFT_STUDY))
+    kto: KTOTrainingConfig = _f(help="Stage kto: KTO on the signal's labelled singles.", factory=KTOTrainingConfig)
+    kto_sft: TrainingConfig = _f(help="Stage kto-sft: SFT continuing the kto adapter (compiler-feedback study).",
+                                 factory=_training(learning_rate=5e-5, num_train_epochs=3.0,
+                                                   gradient_accumulation_steps=1, per_device_train_batch_size=4))
+    grpo: GRPOTrainingConfig = _f(help="Stage grpo: online RL rewarded by the sandbox and MI.",
+                                  factory=GRPOTrainingConfig)
     self_generation: SelfGenerationConfig = _f(help="Stage 2a.", factory=SelfGenerationConfig)
     evaluation: EvaluationConfig = _f(help="Stage 3.", factory=EvaluationConfig)
 

@@ -30,7 +30,7 @@ from common.config import ConfigError, PipelineConfig
 from common.pipeline.view import check_paths, read_value
 
 GROUPS = ("1_global_dataset_generation", "2_fine_tuning_process", "3_evaluation")
-KINDS = ("tasks", "candidates", "pairs", "adapter", "samples", "report")
+KINDS = ("tasks", "candidates", "pairs", "examples", "adapter", "samples", "report")  # examples: KTO singles, SFT targets
 BASELINE = "baseline"
 
 

@@ -28,6 +28,8 @@ GEN, FT, EVAL = "1_global_dataset_generation", "2_fine_tuning_process", "3_evalu
 
 # The labelling rule: chosen = higher MI; a margin and the tie rule decide which pairs are kept (common.preference).
 PAIRING_RULE = ("stage1.min_mi_margin", "stage1.keep_ties")
+# What makes one candidate better (common/preference/signals.py): read by every stage that labels candidates.
+SIGNAL = ("stage1.signal", "stage1.compile_negatives", "stage1.corruption_seed")
 
 PREPARE = declare(Stage(
     name="prepare", group=GEN, function="common.tasks.stage:prepare_tasks",
@@ -43,16 +45,32 @@ CANDIDATES = declare(Stage(
     inputs={"tasks": "prepare"},
     # `model`: the `local` generator samples from `generator_model`, or from the policy model when that is unset.
     reads=("stage1.generator", "stage1.num_candidates", "stage1.max_variants", "stage1.rewrite_seed",
-           "stage1.api_prompt", "stage1_sampling", "generator_model", "model", "sandbox"),
+           "stage1.mutants", "stage1.api_prompt", "stage1_sampling", "generator_model", "model", "sandbox"),
 ))
 
 PAIRS = declare(Stage(
     name="pairs", group=GEN, function="common.preference.stage:label_pairs",
     notebook=f"{GEN}/03_pairs.ipynb", produces="pairs", aliases=("label-pairs",),
-    help="stage 1b: MI-labelled preference pairs from the passing candidates",
+    help="stage 1b: preference pairs labelled by stage1.signal (the paper: MI among passing candidates)",
     inputs={"tasks": "prepare", "candidates": "candidates"},
     # `model`: the prompt style (chat or completion) comes from the model the pairs will train.
-    reads=("stage1.pairing", *PAIRING_RULE, "sampling.system_prompt", "model"),
+    reads=("stage1.pairing", *PAIRING_RULE, *SIGNAL, "sampling.system_prompt", "model"),
+))
+
+SINGLES = declare(Stage(
+    name="singles", group=GEN, function="common.preference.stage:label_singles",
+    notebook=f"{GEN}/04_singles.ipynb", produces="examples",
+    help="KTO data: every candidate labelled desirable or undesirable by stage1.signal",
+    inputs={"tasks": "prepare", "candidates": "candidates"},
+    reads=(*SIGNAL, "sampling.system_prompt", "model"),
+))
+
+TARGETS = declare(Stage(
+    name="targets", group=GEN, function="common.preference.stage:select_targets",
+    notebook=f"{GEN}/05_targets.ipynb", produces="examples",
+    help="SFT data: the best candidate of each task by stage1.signal",
+    inputs={"tasks": "prepare", "candidates": "candidates"},
+    reads=(*SIGNAL, "sampling.system_prompt", "model"),
 ))
 
 DPO = declare(Stage(
@@ -61,7 +79,7 @@ DPO = declare(Stage(
     help="stage 1c: LoRA DPO on the stage-1 pairs -> the -dpo adapter",
     inputs={"pairs": "pairs"},
     reads=("model", "dpo"),
-    params={"method": "dpo", "section": "dpo"},
+    params={"method": "dpo", "section": "dpo", "data": "pairs"},
 ))
 
 SELF_GENERATION = declare(Stage(
@@ -78,7 +96,54 @@ DPO_FURTHER = declare(Stage(
     help="stage 2c: continue the -dpo adapter on the self-generated pairs -> -dpo-further",
     inputs={"pairs": "self-generation", "init_adapter": "dpo"},
     reads=("model", "dpo_further"),
-    params={"method": "dpo", "section": "dpo_further"},
+    params={"method": "dpo", "section": "dpo_further", "data": "pairs"},
+))
+
+# Methods beyond the paper's (docs/training.md). A continued adapter (init_adapter) is trained further; `reference`
+# fixes what a preference loss compares against: "stage1" = a frozen copy of the continued adapter.
+SFT = declare(Stage(
+    name="sft", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/04_sft.ipynb", produces="adapter",
+    help="SFT (LoRA) on the targets: loss on the solution only",
+    inputs={"targets": "targets"},
+    reads=("model", "sft"),
+    params={"method": "sft", "section": "sft", "data": "targets"},
+))
+
+SFT_DPO = declare(Stage(
+    name="sft-dpo", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/05_sft-dpo.ipynb", produces="adapter",
+    help="DPO continuing the sft adapter; its reference is the SFT model (not the base)",
+    inputs={"pairs": "pairs", "init_adapter": "sft"},
+    reads=("model", "sft_dpo"),
+    params={"method": "dpo", "section": "sft_dpo", "data": "pairs", "reference": "stage1"},
+))
+
+KTO = declare(Stage(
+    name="kto", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/06_kto.ipynb", produces="adapter",
+    help="KTO (LoRA) on the labelled singles; reference = the base model",
+    inputs={"singles": "singles"},
+    reads=("model", "kto"),
+    params={"method": "kto", "section": "kto", "data": "singles"},
+))
+
+KTO_SFT = declare(Stage(
+    name="kto-sft", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/07_kto-sft.ipynb", produces="adapter",
+    help="SFT continuing the kto adapter on the targets (the compiler-feedback study's best arm)",
+    inputs={"targets": "targets", "init_adapter": "kto"},
+    reads=("model", "kto_sft"),
+    params={"method": "sft", "section": "kto_sft", "data": "targets"},
+))
+
+GRPO = declare(Stage(
+    name="grpo", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/08_grpo.ipynb", produces="adapter",
+    help="online RL (GRPO): the policy samples, the sandbox and MI reward; no stage-1 candidates needed",
+    inputs={"tasks": "prepare"},
+    reads=("model", "grpo", "sandbox", "sampling.system_prompt"),
+    params={"method": "grpo", "section": "grpo", "data": "tasks"},
 ))
 
 EVALUATE = declare(Stage(

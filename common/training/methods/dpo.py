@@ -18,7 +18,6 @@ Checkpoints, resume, logs and saving are the shared runner's (``common/training/
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,48 +25,25 @@ from typing import Any
 from common.config import DPOTrainingConfig, ModelConfig, to_dict
 from common.preference.trl_format import TRL_COLUMNS, check_pairs, split_eval, to_trl_format
 from common.training.logs import StepTimer
+from common.training.methods._shared import (
+    check_precision, checkpointing_kwargs, load_adapter_weights, warn_if_lora_differs, lora_config, training_model_config)
 from common.training.runner import CHECKPOINTS, TrainResult, device, on_cpu, run_signature, run_training
 from common.training.trl_patches import fast_tokenizer_fingerprint, score_only_completions_on_cpu
 
 logger = logging.getLogger(__name__)
 
 REFERENCES = ("base", "stage1")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Configs
 
 
-def lora_config(train_cfg: DPOTrainingConfig) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=train_cfg.lora_r, lora_alpha=train_cfg.lora_alpha, lora_dropout=train_cfg.lora_dropout, bias="none",
-        target_modules=list(train_cfg.lora_target_modules), task_type="CAUSAL_LM",
-    )
-
-
-def _check_precision(train_cfg: DPOTrainingConfig) -> None:
-    if train_cfg.precision not in PRECISIONS:
-        raise ValueError(f"dpo precision must be one of {PRECISIONS}, got {train_cfg.precision!r}")
-
-
-def _checkpointing(enabled: bool) -> dict:
-    """transformers 5.24 calls it ``activation_checkpointing`` (``gradient_checkpointing`` warns)."""
-    import dataclasses
-
-    from trl import DPOConfig
-
-    names = {f.name for f in dataclasses.fields(DPOConfig)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
-
-
 def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: bool) -> Any:
     """Our ``DPOTrainingConfig`` -> TRL ``DPOConfig`` (checkpoints in ``output_dir``)."""
     from trl import DPOConfig
 
-    _check_precision(train_cfg)
+    check_precision(train_cfg)
     early = train_cfg.early_stopping_patience is not None
     if early and not has_eval:
         raise ValueError("early_stopping_patience needs a held-out slice: set eval_fraction > 0")
@@ -94,7 +70,7 @@ def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: b
         bf16=train_cfg.precision == "bf16",  # TRL defaults to bf16=True: always explicit
         fp16=train_cfg.precision == "fp16",
         use_cpu=on_cpu(),
-        **_checkpointing(train_cfg.gradient_checkpointing),
+        **checkpointing_kwargs(train_cfg.gradient_checkpointing),
         precompute_ref_log_probs=train_cfg.precompute_ref_log_probs,
         padding_free=train_cfg.padding_free,
         logging_steps=train_cfg.logging_steps,
@@ -113,42 +89,6 @@ def dpo_config(train_cfg: DPOTrainingConfig, output_dir: str | Path, has_eval: b
 
 # --------------------------------------------------------------------------------------------------------------
 # Trainer
-
-
-def training_model_config(model_cfg: ModelConfig, train_cfg: DPOTrainingConfig) -> ModelConfig:
-    """The model config as trained: ``load_in_4bit`` asks for 4-bit weights (QLoRA), and a model whose dtype is
-    'auto' is loaded in the training precision (the paper's fp32 means fp32 weights, not bf16 ones on a GPU; fp16
-    mixed precision keeps fp32 master weights). An explicit model dtype wins."""
-    _check_precision(train_cfg)
-    changes: dict[str, Any] = {}
-    if train_cfg.load_in_4bit and not model_cfg.quantization:
-        changes["quantization"] = "4bit"
-    if model_cfg.dtype in (None, "auto"):
-        changes["dtype"] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float32"}[train_cfg.precision]
-    return dataclasses.replace(model_cfg, **changes) if changes else model_cfg
-
-
-def _warn_if_lora_differs(saved: Any, train_cfg: DPOTrainingConfig, adapter_dir: Any) -> None:
-    """Stage 2c continues the stage-1 adapter, so its LoRA shape comes from the adapter, not from the config."""
-    wanted = {"r": train_cfg.lora_r, "lora_alpha": train_cfg.lora_alpha, "lora_dropout": train_cfg.lora_dropout,
-              "target_modules": set(train_cfg.lora_target_modules)}
-    found = {"r": saved.r, "lora_alpha": saved.lora_alpha, "lora_dropout": saved.lora_dropout,
-             "target_modules": set(saved.target_modules or ())}
-    differing = sorted(key for key in wanted if wanted[key] != found[key])
-    if differing:
-        logger.warning("continuing %s with its own LoRA settings; the config's %s differ and are ignored",
-                       adapter_dir, differing)
-
-
-def _load_stage1_weights(model: Any, adapter_dir: Path) -> None:
-    """Copy the stage-1 adapter's weights into the freshly created ``default`` adapter."""
-    from peft import load_peft_weights, set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir), device="cpu"), "default")
-    missing = [key for key in result.missing_keys if ".default" in key and "lora_" in key]
-    if missing or result.unexpected_keys:
-        raise RuntimeError(f"stage-1 adapter {adapter_dir} does not fit the model: missing {missing[:3]}, "
-                           f"unexpected {list(result.unexpected_keys)[:3]}")
 
 
 def build_dpo_trainer(
@@ -197,10 +137,10 @@ def build_dpo_trainer(
     elif reference == "base":
         peft_config = PeftConfig.from_pretrained(str(init_adapter))  # the stage-1 LoRA shape, not train_cfg's
         peft_config.inference_mode = False
-        _warn_if_lora_differs(peft_config, train_cfg, init_adapter)
+        warn_if_lora_differs(peft_config, train_cfg, init_adapter)
     else:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-        _warn_if_lora_differs(model.peft_config["default"], train_cfg, init_adapter)
+        warn_if_lora_differs(model.peft_config["default"], train_cfg, init_adapter)
 
     has_eval = eval_dataset is not None
     args = dpo_config(train_cfg, Path(output_dir) / CHECKPOINTS, has_eval)
@@ -212,7 +152,7 @@ def build_dpo_trainer(
         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
     )
     if init_adapter is not None and reference == "base":
-        _load_stage1_weights(trainer.model, Path(init_adapter))
+        load_adapter_weights(trainer.model, Path(init_adapter))
     names = set(trainer.model.peft_config)
     expected = {"default", "ref"} if reference == "stage1" else {"default"}
     if names != expected:  # e.g. a TRL upgrade that changes how the reference is built
