@@ -5,7 +5,9 @@
   implementations in one JSON object {task_id, code_output_1, code_output_2}.
 - ``local``: any model ``common.generation`` can load samples ``num_candidates`` solutions per prompt.
 - ``rewrite``: no LLM at all: behaviour-preserving AST rewrites of the reference solution, so stage 1 runs
-  anywhere (``make demo``, CI).
+  anywhere (``make demo``, CI). With ``stage1.mutants`` N > 0 it adds N semantic mutants of the reference
+  (``semantic_mutants``: a flipped comparison, an off-by-one constant, ``and``/``or`` swapped, ...), so the
+  ``exec`` signal has failing code to reject.
 
 Each row is one candidate: task_id, candidate_index, code, generator, origin. Execution and MI come later
 (``common.signals.scoring``), the same way for every generator. LLM generators stream through the resumable sampling job,
@@ -14,7 +16,10 @@ so a crashed stage 1a continues where it stopped.
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
+import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -60,7 +65,99 @@ def rewrite_candidates(tasks: Dataset, config: Any, work_dir: Path) -> Rows:
                                      include_reformat=False)
         for index, variant in enumerate(variants, 1):
             rows.append(_row(task["task_id"], index, variant.code, "rewrite", "+".join(variant.transforms)))
+        if config.stage1.mutants > 0:  # read only when asked for: the default leaves the candidates as they were
+            first = len(variants) + 1
+            mutants = semantic_mutants(reference, config.stage1.mutants, seed=f"{config.stage1.rewrite_seed}:"
+                                       f"{int(task['task_id'])}")
+            for index, (code, what) in enumerate(mutants, first):
+                rows.append(_row(task["task_id"], index, code, "rewrite", f"mutant:{what}"))
     return rows
+
+
+# Semantic mutations: each changes what the code computes at one site (unlike the rewrites, which must not).
+_COMPARE_FLIPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+                  ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+_BINOP_FLIPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult,
+                ast.Mod: ast.FloorDiv, ast.Div: ast.Mult}
+_SYMBOLS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
+            ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+            ast.FloorDiv: "//", ast.Mod: "%", ast.Div: "/", ast.And: "and", ast.Or: "or"}
+
+
+def _mutation_sites(tree: ast.AST) -> list[tuple[int, str]]:
+    """(node number in ``ast.walk`` order, kind) of every site one mutation can change."""
+    sites = []
+    for number, node in enumerate(ast.walk(tree)):
+        if isinstance(node, ast.Compare) and any(type(op) in _COMPARE_FLIPS for op in node.ops):
+            sites.append((number, "compare"))
+        elif isinstance(node, ast.BinOp) and type(node.op) in _BINOP_FLIPS:
+            sites.append((number, "binop"))
+        elif isinstance(node, ast.BoolOp):
+            sites.append((number, "boolop"))
+        elif isinstance(node, ast.Constant) and type(node.value) is int:  # bool is no int here: type() is exact
+            sites.extend([(number, "plus1"), (number, "minus1")])
+        elif isinstance(node, ast.Return) and node.value is not None:
+            sites.append((number, "return_none"))
+    return sites
+
+
+def _mutate(tree: ast.AST, number: int, kind: str, rng: random.Random) -> str:
+    """Apply one mutation to node ``number`` of ``tree`` (in place); a description such as ``compare:<-><=@L3``."""
+    node = next(n for i, n in enumerate(ast.walk(tree)) if i == number)
+    line = f"@L{getattr(node, 'lineno', 0)}"
+    if kind == "compare":
+        slots = [i for i, op in enumerate(node.ops) if type(op) in _COMPARE_FLIPS]
+        slot = rng.choice(slots)
+        old = type(node.ops[slot])
+        node.ops[slot] = _COMPARE_FLIPS[old]()
+        return f"compare:{_SYMBOLS[old]}->{_SYMBOLS[_COMPARE_FLIPS[old]]}{line}"
+    if kind == "binop":
+        old = type(node.op)
+        node.op = _BINOP_FLIPS[old]()
+        return f"binop:{_SYMBOLS[old]}->{_SYMBOLS[_BINOP_FLIPS[old]]}{line}"
+    if kind == "boolop":
+        old = type(node.op)
+        node.op = ast.Or() if old is ast.And else ast.And()
+        return f"boolop:{_SYMBOLS[old]}->{_SYMBOLS[type(node.op)]}{line}"
+    if kind in ("plus1", "minus1"):
+        old = node.value
+        node.value = old + (1 if kind == "plus1" else -1)
+        return f"constant:{old}->{node.value}{line}"
+    node.value = None  # return_none: the function returns None instead of its result
+    return f"return:None{line}"
+
+
+def semantic_mutants(code: str, n: int, seed: int | str = 0) -> list[tuple[str, str]]:
+    """Up to ``n`` distinct one-site mutants of ``code`` as (mutated code, what changed), seeded.
+
+    Each mutant changes what the code computes at one seeded-random site (a comparison flipped, an integer constant
+    off by one, ``and``/``or`` swapped, ``+``/``-`` swapped, a result replaced by None), so most fail their task's
+    asserts: failing candidates for the ``exec`` signal. Some may still pass (weak asserts, an equivalent mutant):
+    they are executed like every candidate, so a mutant that passes is a passing candidate, labelled by what it
+    did, never assumed to fail. The code is written back with ``ast.unparse`` (comments are not kept); code that
+    does not parse gives no mutants.
+    """
+    if n <= 0:
+        return []
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    rng = random.Random(f"mutants:{seed}")
+    sites = _mutation_sites(tree)
+    rng.shuffle(sites)
+    seen, mutants = {code.strip(), ast.unparse(tree).strip()}, []
+    for number, kind in sites:
+        mutated = copy.deepcopy(tree)
+        what = _mutate(mutated, number, kind, rng)
+        text = ast.unparse(ast.fix_missing_locations(mutated))
+        if text.strip() in seen:
+            continue
+        seen.add(text.strip())
+        mutants.append((text, what))
+        if len(mutants) == n:
+            break
+    return mutants
 
 
 def local_candidates(tasks: Dataset, config: Any, work_dir: Path) -> Rows:

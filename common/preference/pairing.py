@@ -4,6 +4,11 @@ chosen = the passing candidate with the higher Maintainability Index. Only candi
 and that radon can parse take part; identical strings never make a pair. Ties carry no preference, so pairs whose
 MI difference is below ``min_margin`` are dropped — unless ``keep_ties`` (the paper kept 28/238 tied pairs, the
 first output chosen).
+
+That is the paper's signal (``stage1.signal: mi``). Other signals (``signals.py``: exec, compile, pylint,
+lexicographic lists) build their pairs there and write them with the same ``pair_row``; their datasets add
+SIGNAL_PAIR_COLUMNS (the signal and each side's values as JSON), and their ``chosen_mi``/``rejected_mi``/``mi_margin``
+may be None (a corrupted copy has no MI). The ``mi`` dataset keeps exactly PAIR_COLUMNS, as before.
 """
 
 from __future__ import annotations
@@ -16,28 +21,32 @@ from common.prompting.templates import Prompt, completion_target
 
 PAIR_COLUMNS = ("task_id", "prompt", "chosen", "rejected", "chosen_mi", "rejected_mi", "mi_margin", "generator",
                 "chosen_code", "rejected_code", "chosen_index", "rejected_index", "chosen_origin", "rejected_origin")
+# Added by every signal but mi: which signal judged the pair and each side's values (JSON, criterion order).
+SIGNAL_PAIR_COLUMNS = ("signal", "chosen_score", "rejected_score")
 
 
-def pair_features(style: str) -> Any:
+def pair_features(style: str, signal_columns: bool = False) -> Any:
     """The schema of every pairs dataset (stage 1b and self-generation, empty or not): ``prompt`` is a string for
-    completion-style models and a list of chat messages for chat models; the other columns are PAIR_COLUMNS."""
+    completion-style models and a list of chat messages for chat models; the other columns are PAIR_COLUMNS, plus
+    SIGNAL_PAIR_COLUMNS for a signal other than mi (``signal_columns``)."""
     from datasets import Features, List, Value
 
     prompt = Value("string") if style == "completion" else List({"role": Value("string"), "content": Value("string")})
     kinds = {"task_id": Value("int64"), "prompt": prompt, "chosen_mi": Value("float64"),
              "rejected_mi": Value("float64"), "mi_margin": Value("float64"), "chosen_index": Value("int64"),
              "rejected_index": Value("int64")}
-    return Features({name: kinds.get(name, Value("string")) for name in PAIR_COLUMNS})
+    names = PAIR_COLUMNS + (SIGNAL_PAIR_COLUMNS if signal_columns else ())
+    return Features({name: kinds.get(name, Value("string")) for name in names})
 
 
-def pairs_dataset(rows: list[Mapping[str, Any]], style: str) -> Any:
+def pairs_dataset(rows: list[Mapping[str, Any]], style: str, signal_columns: bool = False) -> Any:
     """``rows`` (``pair_row`` dicts) as a dataset with :func:`pair_features`, also when there are none."""
     from datasets import Dataset
 
-    features = pair_features(style)
+    features = pair_features(style, signal_columns)
     if not rows:
         return Dataset.from_dict({name: [] for name in features}, features=features)
-    return Dataset.from_list([{name: row[name] for name in PAIR_COLUMNS} for row in rows], features=features)
+    return Dataset.from_list([{name: row[name] for name in features} for row in rows], features=features)
 
 
 @dataclass(frozen=True)
@@ -81,37 +90,58 @@ def select_pairs(candidates: Iterable[Candidate], pairing: str = "extremes", min
 
 
 def pair_row(task: Mapping[str, Any], prompt: Prompt, style: str, chosen: Candidate, rejected: Candidate,
-             generator: str) -> dict[str, Any]:
-    """One DPO row: ``prompt`` in the model's form, chosen/rejected fenced to match it, MI kept for inspection."""
-    return {
+             generator: str, signal: str | None = None, scores: tuple[str, str] | None = None) -> dict[str, Any]:
+    """One DPO row: ``prompt`` in the model's form, chosen/rejected fenced to match it, MI kept for inspection.
+
+    ``signal`` and ``scores`` (each side's values as JSON) fill SIGNAL_PAIR_COLUMNS for signals other than mi; a
+    side without MI (code radon cannot parse) has ``None`` there and in ``mi_margin``.
+    """
+    both = chosen.mi is not None and rejected.mi is not None
+    row = {
         "task_id": int(task["task_id"]),
         "prompt": prompt,
         "chosen": completion_target(chosen.code, style),
         "rejected": completion_target(rejected.code, style),
-        "chosen_mi": float(chosen.mi),
-        "rejected_mi": float(rejected.mi),
-        "mi_margin": float(chosen.mi - rejected.mi),
+        "chosen_mi": _float(chosen.mi),
+        "rejected_mi": _float(rejected.mi),
+        "mi_margin": float(chosen.mi - rejected.mi) if both else None,
         "generator": generator,
         "chosen_code": chosen.code,
         "rejected_code": rejected.code,
-        # where each side came from, so a pair can be judged (both sides passed every test: only those are paired)
+        # where each side came from, so a pair can be judged (with the mi signal both sides passed every test)
         "chosen_index": int(chosen.index),
         "rejected_index": int(rejected.index),
         "chosen_origin": chosen.origin,
         "rejected_origin": rejected.origin,
     }
+    if signal is not None:
+        row.update(signal=signal, chosen_score=scores[0] if scores else None,
+                   rejected_score=scores[1] if scores else None)
+    return row
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def pair_summary(rows: list[Mapping[str, Any]], n_tasks: int) -> dict[str, Any]:
-    """Counts and MI statistics printed and saved beside every pairs dataset."""
-    margins = [row["mi_margin"] for row in rows]
+    """Counts and MI statistics printed and saved beside every pairs dataset.
+
+    MI values that are None (a side radon cannot parse) are left out of the means. A tie is a pair whose sides
+    score the same: by the signal's values where the rows carry them (``chosen_score``), else by MI (margin < 1e-6).
+    """
+    margins = [row["mi_margin"] for row in rows if row["mi_margin"] is not None]
+    if rows and "chosen_score" in rows[0]:
+        ties = sum(row["chosen_score"] == row["rejected_score"] for row in rows)
+    else:
+        ties = sum(m < 1e-6 for m in margins)
     return {
         "tasks": n_tasks,
         "pairs": len(rows),
         "tasks_with_pairs": len({row["task_id"] for row in rows}),
-        "ties": sum(m < 1e-6 for m in margins),
-        "mean_chosen_mi": _mean([row["chosen_mi"] for row in rows]),
-        "mean_rejected_mi": _mean([row["rejected_mi"] for row in rows]),
+        "ties": ties,
+        "mean_chosen_mi": _mean([row["chosen_mi"] for row in rows if row["chosen_mi"] is not None]),
+        "mean_rejected_mi": _mean([row["rejected_mi"] for row in rows if row["rejected_mi"] is not None]),
         "mean_margin": _mean(margins),
     }
 
@@ -129,8 +159,9 @@ def plot_mi_distribution(rows: list[Mapping[str, Any]], out_png, title: str) -> 
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = list(range(0, 105, 5))
-    ax.hist([row["chosen_mi"] for row in rows], bins=bins, alpha=0.6, label="chosen")
-    ax.hist([row["rejected_mi"] for row in rows], bins=bins, alpha=0.6, label="rejected")
+    for side in ("chosen", "rejected"):  # a side without MI (a corrupted copy) is not drawn
+        ax.hist([row[f"{side}_mi"] for row in rows if row[f"{side}_mi"] is not None], bins=bins, alpha=0.6,
+                label=side)
     ax.set_xlabel("Maintainability Index (radon, 0-100)")
     ax.set_ylabel("pairs")
     ax.set_title(title)
