@@ -40,6 +40,11 @@ def make_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="every stage of the config's recipe in order, skipping up-to-date ones")
     _add_config_args(run)
     run.add_argument("--force", action="store_true", help="recompute every stage")
+    study = commands.add_parser("study", help="train every arm of a study preset (method x signal) from the same "
+                                "candidates, evaluate them alike, one report (configs/study-*.yaml)")
+    _add_config_args(study)
+    study.add_argument("--force", action="store_true", help="recompute every stage of every arm")
+    study.add_argument("--arms", default=None, help="comma-separated arm names to run (default: all)")
     stages = commands.add_parser("stages", help="the stage graph: inputs, config read, artifact folder, notebook")
     _add_config_args(stages)
     config_cmd = commands.add_parser("config", help="print the resolved config (or every field with its help)")
@@ -116,6 +121,20 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from common.evaluation.report.build import print_table
+    from common.study.config import load_study
+    from common.study.run import run_study
+
+    if args.config == DEFAULT_CONFIG:
+        raise ConfigError("study needs a study preset: --config configs/study-smoke.yaml (or study-demo, study-paper)")
+    study = load_study(args.config, args.overrides)
+    root = Path(args.run_dir) if args.run_dir else Path("runs") / study.shared_config().run_name
+    only = [name.strip() for name in args.arms.split(",") if name.strip()] if args.arms else None
+    print_table(run_study(study, root, force=args.force, only=only))
+    return 0
+
+
 # Library-internal deprecations a user can do nothing about (PEFT 0.21 calling transformers 5.24's old name).
 LIBRARY_NOISE = (r"`is_gradient_checkpointing` is deprecated",)
 
@@ -159,6 +178,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "score":
         return _score(args)
+    if args.command == "study":
+        return _study(args)
     config = load_config(args.config, args.overrides)
     if args.command == "config":
         import yaml

@@ -366,17 +366,24 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                sections: dict | None = None) -> PipelineConfig:
     """Load a pipeline preset (YAML) and apply ``--set`` overrides.
 
     A preset may say ``inherit: other.yaml`` (relative to itself) to start from another preset, and
     ``model: <name>`` to pull ``configs/models/<name>.yaml``; a mapping under ``model`` overrides fields of it.
+    A study preset's ``study:`` section is handed back in ``sections`` (``common.study.config.load_study``).
     """
     data: dict = {}
     where = "config"
     if path is not None:
         data = _load_with_inheritance(Path(path))
         where = str(path)
+        if "study" in data:
+            if sections is None:
+                raise ConfigError(f"{path} is a study preset (it has a study: section): run it with "
+                                  f"`python -m common study --config {path}`")
+            sections["study"] = data.pop("study")
     data = _resolve_model_refs(data, where)
     extra = _resolve_model_refs(parse_overrides(overrides or []), "--set")
     for key in _MODEL_KEYS:  # a model swapped by --set replaces the preset's model instead of merging into it

@@ -1,4 +1,4 @@
-"""Writes the eight stage notebooks (run: ``python scripts/build_notebooks.py``).
+"""Writes the stage notebooks and the study notebook (run: ``python scripts/build_notebooks.py``).
 
 Notebooks are thin on purpose: a papermill parameters cell, ``run_stage("<stage>", ...)`` (what the CLI command of
 the same name calls), and cells that show what the stage produced. There is one notebook per stage declared in
@@ -110,6 +110,79 @@ SHOW = {
          SHOW_PNGS.format(folder="run.stage_dir('report')")],
     ),
 }
+TRAINING_LOG = '''import pandas as pd
+
+log = run.stage_dir("{stage}") / "training_log.csv"
+pd.read_csv(log).tail(10) if log.is_file() else read_manifest(run.stage_dir("{stage}"))'''
+
+
+def _training(stage: str, intro: str) -> tuple[str, list[str]]:
+    return intro, [TRAINING_LOG.replace("{stage}", stage), SHOW_PNGS.format(folder=f"run.stage_dir('{stage}')")]
+
+
+SHOW.update({
+    "singles": (
+        "KTO learns from unpaired examples: every candidate is labelled desirable or undesirable by the preference "
+        "signal (`stage1.signal`: exec = passes, compile = compiles vs corrupted copies, mi/pylint = above/below the "
+        "task's median among passing candidates, or a lexicographic list such as `exec,mi`).",
+        ["out = run.stage_dir('singles')\nprint((out / 'summary.json').read_text())\n"
+         "load_dataset_dir(out).to_pandas()[['task_id', 'label', 'origin', 'score']].head(12)"],
+    ),
+    "targets": (
+        "SFT learns from one target per task: the best candidate by the preference signal (for `mi`, the max-MI "
+        "passing solution).",
+        ["out = run.stage_dir('targets')\nprint((out / 'summary.json').read_text())\n"
+         "load_dataset_dir(out).to_pandas()[['task_id', 'origin', 'score']].head(12)"],
+    ),
+    "sft": _training("sft", "LoRA SFT (TRL's SFTTrainer) on the targets; the loss covers the solution, not the prompt."),
+    "sft-dpo": _training("sft-dpo", "DPO continuing the SFT adapter. Its reference is the SFT model (a frozen copy "
+                                    "of the SFT adapter), not the base model."),
+    "kto": _training("kto", "LoRA KTO (TRL's KTOTrainer) on the labelled singles; the reference is the base model "
+                            "(adapter disabled)."),
+    "kto-sft": _training("kto-sft", "SFT continuing the KTO adapter on the targets: the compiler-feedback study's "
+                                    "best arm."),
+    "grpo": _training("grpo", "Online RL (TRL's GRPOTrainer): the policy samples several solutions per training "
+                              "prompt, each is executed in the sandbox and rewarded for passing, for the share of tests "
+                              "passed and for MI when it passes; the sandbox runs every group in one batch."),
+})
+
+STUDY_PARAMETERS = PARAMETERS.replace('configs/demo.yaml', 'configs/study-demo.yaml').replace(
+    "# run_dir: None means runs/<run_name>", "# run_dir: None means runs/<run_name>; arms: None = every arm")
+STUDY_RUN = """import os, sys
+from pathlib import Path
+
+ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "common").is_dir())
+os.chdir(ROOT)
+sys.path.insert(0, str(ROOT))
+
+from IPython.display import Image, Markdown, display
+from common.study.config import load_study
+from common.study.run import run_study
+
+study = load_study(config_path, overrides)
+run_dir = run_dir or f"runs/{study.shared_config().run_name}"
+for arm in study.study.arms:
+    print(f"{arm.name}: {arm.method} on {arm.signal}" + (" + stage 2" if arm.stage2 else ""))"""
+
+
+def build_study() -> nbformat.NotebookNode:
+    title = ("# Stage 3 · 03 `study`\n\nEvery arm of a study preset (a training method on a preference signal) "
+             "trained from the same stage-1 candidates and evaluated with the same seeds, samples and benchmarks; "
+             "one report with a row per arm. CLI twin: `python -m common study --config <preset>`.")
+    parameters = new_code_cell(STUDY_PARAMETERS)
+    parameters.metadata["tags"] = ["parameters"]
+    cells = [new_markdown_cell(title), parameters, new_code_cell(STUDY_RUN),
+             new_code_cell("report = run_study(study, run_dir, force=force)\n"
+                           "display(Markdown((report / 'tables.md').read_text()))"),
+             new_code_cell("import pandas as pd\n\npd.read_csv(report / 'summary.csv')"),
+             new_code_cell(SHOW_PNGS.format(folder="report"))]
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["language_info"] = {"name": "python"}
+    return notebook
+
+
+STUDY_NOTEBOOK = "3_evaluation/03_study.ipynb"
 GROUP_TITLES = {"1_global_dataset_generation": "Stage 1", "2_fine_tuning_process": "Stage 2",
                 "3_evaluation": "Stage 3"}
 
@@ -139,6 +212,8 @@ def main() -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(build(stage), target)
         print(target.relative_to(ROOT))
+    nbformat.write(build_study(), ROOT / STUDY_NOTEBOOK)
+    print(STUDY_NOTEBOOK)
 
 
 if __name__ == "__main__":

@@ -115,17 +115,53 @@ def run_report(ctx: Any) -> dict[str, Any]:
     config = ctx.config
     check_k(config)
     samples_manifest = ctx.input_manifests["samples"]
-    metrics = list(config.evaluation.metrics)
-    options = {"bertscore_model": config.evaluation.bertscore_model,
-               "bertscore_layers": config.evaluation.bertscore_layers}
-    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k, metrics, options)
-    out = ctx.output
+    results = collect_runs(ctx.input("samples"), samples_manifest, config.evaluation.k, list(config.evaluation.metrics),
+                           report_options(config))
+    adapters = evaluated_adapters(ctx.run, samples_manifest)
+    notes = carried_over_notes(adapters, results)
+    samples_folder = ctx.input("samples").relative_to(ctx.run.root).as_posix()
+    figures = write_report(config, results, ctx.output, ctx.run.root, adapters, notes, samples_folder)
+    ctx.log(f"{len(results)} evaluation run(s) -> {ctx.output}")
+    return {"figures": figures}
+
+
+def report_options(config: Any) -> dict[str, Any]:
+    return {"bertscore_model": config.evaluation.bertscore_model,
+            "bertscore_layers": config.evaluation.bertscore_layers}
+
+
+def carried_over_notes(adapters: Mapping[str, Path], results: Sequence[RunResult]) -> list[str]:
+    """A note for each evaluated adapter that was carried over untrained (its input had no rows)."""
+    notes = []
+    for variant, folder in adapters.items():
+        manifest = read_manifest(folder) or {}
+        if manifest.get("skipped_training"):
+            continued = Path(manifest.get("init_adapter", "")).name
+            reused = any((res.manifest.get("reused_from") or {}).get("variant") for res in results
+                         if res.variant == variant)
+            how = (f"its evaluation reuses {continued}'s samples, so its rows equal {continued}'s" if reused else
+                   f"its rows differ from {continued} only by sampling noise")
+            notes.append(f"{variant} was not trained: its input had no pairs, so it is the {continued} adapter "
+                         f"unchanged ({how})")
+    return notes
+
+
+def write_report(config: Any, results: Sequence[RunResult], out: Path, run_root: Path, adapters: Mapping[str, Path],
+                 notes: Sequence[str], samples_folder: str, *, columns: Mapping[str, Mapping[str, Any]] | None = None,
+                 title: str = "Stage 3 results") -> list[str]:
+    """Write summary.csv, per_task.csv, tables.md, comparisons.json and the figures for ``results`` (the stage-3
+    report and the study's). ``columns``: variant -> extra leading columns of its summary rows (a study's arm,
+    method and signal); ``adapters``: variant -> adapter folder, for the training curves. Returns the figures."""
     out.mkdir(parents=True, exist_ok=True)
+    notes = list(notes)
+    metrics = list(config.evaluation.metrics)
     ks, names, model = list(config.evaluation.k), metric_names(config.evaluation.k, metrics), config.model.name
     order = [b for b in config.evaluation.benchmarks if any(r.benchmark == b for r in results)]
     benchmarks = order + sorted({r.benchmark for r in results} - set(order))
     multi = benchmarks != ["mbpp"]  # an MBPP-only report keeps the paper's layout, column for column
-    all_rows = summary_rows(model, results, ks, ctx.run.root, metrics, with_benchmark=multi)
+    all_rows = summary_rows(model, results, ks, run_root, metrics, with_benchmark=multi)
+    if columns:
+        all_rows = [{**columns.get(row["variant"], {}), **row} for row in all_rows]
     _write_csv(out / SUMMARY_CSV, all_rows)
     _write_csv(out / PER_TASK_CSV, [
         {"model": model, **({"benchmark": res.benchmark} if multi else {}), "variant": res.variant, "run": res.run,
@@ -140,34 +176,21 @@ def run_report(ctx: Any) -> dict[str, Any]:
         group = [res for res in results if res.benchmark == benchmark]
         group_rows = [row for row, res in zip(all_rows, results) if res.benchmark == benchmark]
         more.append(benchmark_section(config, benchmark, group_rows, compare_to_baseline(group, names)))
-    notes = []
     if not any(res.variant == BASELINE for res in results):
         notes.append("no baseline was evaluated: Table 2 (change against the baseline) left out")
-    adapters = evaluated_adapters(ctx.run, samples_manifest)
-    for variant, folder in adapters.items():
-        manifest = read_manifest(folder) or {}
-        if manifest.get("skipped_training"):
-            continued = Path(manifest.get("init_adapter", "")).name
-            reused = any((res.manifest.get("reused_from") or {}).get("variant") for res in results
-                         if res.variant == variant)
-            how = (f"its evaluation reuses {continued}'s samples, so its rows equal {continued}'s" if reused else
-                   f"its rows differ from {continued} only by sampling noise")
-            notes.append(f"{variant} was not trained: its input had no pairs, so it is the {continued} adapter "
-                         f"unchanged ({how})")
 
-    title = model if not multi else f"{model} on {primary}"
-    figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{title}: mean ± sample std over runs").name,
-               plot_mi_distributions(main_results, out / MI_PNG, f"{title}: MI of passing solutions").name]
+    heading = model if not multi else f"{model} on {primary}"
+    figures = [plot_metrics(rows, names, out / METRICS_PNG, f"{heading}: mean ± sample std over runs").name,
+               plot_mi_distributions(main_results, out / MI_PNG, f"{heading}: MI of passing solutions").name]
     logs = {variant: folder / TRAINING_LOG for variant, folder in adapters.items() if (folder / TRAINING_LOG).is_file()}
     if logs:
         figures.append(plot_training(logs, out / CURVES_PNG).name)
     elif adapters:
         notes.append("no training_log.csv beside the adapters: training curves not drawn")
-    samples_folder = ctx.input("samples").relative_to(ctx.run.root).as_posix()
-    (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures, samples_folder, more))
+    (out / TABLES_MD).write_text(build_tables_md(config, rows, comparisons, notes, figures, samples_folder, more,
+                                                 title=title))
     (out / "comparisons.json").write_text(json.dumps([c.__dict__ for c in comparisons], indent=2))
-    ctx.log(f"{len(results)} evaluation run(s) -> {out}")
-    return {"figures": figures}
+    return figures
 
 
 def print_table(report_dir: Path | str) -> str:

@@ -178,7 +178,7 @@ def benchmark_section(config: Any, benchmark: str, rows: Sequence[Mapping[str, A
 
 def build_tables_md(config: Any, rows: Sequence[Mapping[str, Any]], comparisons: Sequence[Comparison],
                     notes: Sequence[str], figures: Sequence[str], samples_folder: str,
-                    more: Sequence[str] = ()) -> str:
+                    more: Sequence[str] = (), title: str = "Stage 3 results") -> str:
     """The report; ``more``: sections of further benchmarks (``benchmark_section``), placed after MBPP's."""
     names = metric_names(config.evaluation.k, config.evaluation.metrics)
     stats = variant_stats(rows, names)
@@ -186,7 +186,7 @@ def build_tables_md(config: Any, rows: Sequence[Mapping[str, Any]], comparisons:
     n_tasks = sorted({row["n_tasks"] for row in rows})
     seeds = sorted({row["seed"] for row in rows})
     parts = [
-        f"# Stage 3 results: {config.model.name}",
+        f"# {title}: {config.model.name}",
         f"{'/'.join(map(str, n_tasks))} evaluation tasks × {s.num_samples} samples per task (temperature "
         f"{s.temperature}, top_p {s.top_p}, max_new_tokens {s.max_new_tokens}); seeds {seeds}. Per-run numbers: "
         f"`{SUMMARY_CSV}`; per-task numbers: `{PER_TASK_CSV}`; every sample: "
