@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 RUN_DIR ?= runs/demo
 MODEL ?= gemma-3-1b-it
 
-.PHONY: install test test-all demo reproduce bench clean
+.PHONY: install test test-all demo reproduce gpu-check bench clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ DEMO_DATA = $(if $(MBPP_PATH),--set data.source=$(MBPP_PATH),)
 
 demo: $(STAMP)
 	$(OFFLINE) $(PYTHON) -m common run --config configs/demo.yaml --run-dir $(RUN_DIR) $(DEMO_DATA)
+
+# On a CUDA machine: a few steps of every training method and sampling on the embedded 270M in bf16, offline.
+gpu-check: $(STAMP)
+	$(OFFLINE) $(PYTHON) -m common.gpu_check
 
 # GPU box: the paper preset for one of the four paper models (needs the hub or a local model copy).
 reproduce: $(STAMP)
