@@ -382,8 +382,8 @@ def test_adapter_stage_refuses_bad_inputs(tmp_path):
     _fake_pairs(empty, config, "pairs", make_pairs("chat").select([]))
     with pytest.raises(ValueError, match=rf"{empty.stage_dir('pairs')}.*empty"):
         run_stage("dpo", config, empty.root)
-    with pytest.raises(ConfigError, match="unknown stage 'sft'"):
-        run_stage("sft", config, empty.root)
+    with pytest.raises(ConfigError, match="unknown stage 'ppo'"):
+        run_stage("ppo", config, empty.root)
 
 
 def test_dpo_loss_variants_reach_trl(tmp_path):

@@ -1,6 +1,7 @@
 """What every training method shares on top of the runner: the LoRA config, the precision check, activation
-checkpointing's name, the model as trained (4-bit / dtype), continuing an earlier adapter and TRL's common
-arguments. Each method module (dpo, sft, kto, grpo) builds its trainer from these."""
+checkpointing's name, the model as trained (4-bit / dtype), continuing an earlier adapter, TRL's common
+arguments (``common_trainer_args``), the callbacks and where TensorBoard writes. Each method module (dpo, sft, kto,
+grpo) builds its trainer from these, so a setting means the same in every method."""
 
 from __future__ import annotations
 
@@ -72,3 +73,136 @@ def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
     if missing or result.unexpected_keys:
         raise RuntimeError(f"stage-1 adapter {adapter_dir} does not fit the model: missing {missing[:3]}, "
                            f"unexpected {list(result.unexpected_keys)[:3]}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# TRL's common arguments, the model as trained, the adapter it trains and the callbacks
+
+
+TENSORBOARD = "tensorboard"  # <adapter>/tensorboard: the event files of report_to=['tensorboard']
+
+
+def report_to(train_cfg: TrainingConfig) -> str | list[str]:
+    """``train_cfg.report_to`` for transformers: the list, or 'none' when it is empty (the spelling every
+    transformers version reads as "no sinks"; before v5 an unset value meant every installed integration)."""
+    sinks = list(train_cfg.report_to or [])
+    return sinks if sinks else "none"
+
+
+def common_trainer_args(train_cfg: TrainingConfig, output_dir: str | Path, has_eval: bool) -> dict[str, Any]:
+    """The TRL/transformers arguments every method sets the same way, from the shared ``TrainingConfig`` fields:
+    optimiser and schedule, precision, activation checkpointing, evaluation/checkpoint schedule, early stopping,
+    seed and log sinks. ``output_dir`` is where checkpoints go (``<adapter>/checkpoints``). A method adds its own
+    (beta, loss_type, max_length, ...) on top."""
+    from common.training.runner import on_cpu
+
+    check_precision(train_cfg)
+    early = train_cfg.early_stopping_patience is not None
+    if early and not has_eval:
+        raise ValueError("early_stopping_patience needs a held-out slice: set eval_fraction > 0")
+    steps = train_cfg.save_steps
+    if has_eval:
+        # Early stopping compares evaluations at checkpoints, so evaluation and saving share one schedule.
+        eval_strategy = "steps" if steps else "epoch"
+        save_strategy = eval_strategy if (steps or early) else "no"
+    else:
+        eval_strategy = "no"
+        save_strategy = "steps" if steps else "no"
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=train_cfg.learning_rate,
+        num_train_epochs=train_cfg.num_train_epochs,
+        max_steps=train_cfg.max_steps,
+        per_device_train_batch_size=train_cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=train_cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        bf16=train_cfg.precision == "bf16",  # TRL defaults to bf16=True: always explicit
+        fp16=train_cfg.precision == "fp16",
+        use_cpu=on_cpu(),
+        **checkpointing_kwargs(train_cfg.gradient_checkpointing),
+        logging_steps=train_cfg.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=steps if eval_strategy == "steps" else None,
+        save_strategy=save_strategy,
+        save_steps=steps if save_strategy == "steps" else 500,
+        save_total_limit=2 if save_strategy != "no" else None,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        seed=train_cfg.seed,
+        report_to=report_to(train_cfg),
+    )
+
+
+def load_training_model(model_cfg: ModelConfig, train_cfg: TrainingConfig, conversational: bool,
+                        what: str = "training data") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` as trained: the training dtype / 4-bit weights on this process's device, prepared for
+    k-bit training when quantised, with the two CPU speed-ups of ``trl_patches`` (both apply to every TRL trainer
+    here: they tokenise through ``dataset.map`` and score through ``trl.trainer.utils.add_fused_lm_head``)."""
+    from common.models.loading import load_model
+    from common.training.runner import device
+    from common.training.trl_patches import fast_tokenizer_fingerprint, score_only_completions_on_cpu
+
+    model, tokenizer = load_model(training_model_config(model_cfg, train_cfg), device=device())
+    fast_tokenizer_fingerprint(tokenizer)
+    score_only_completions_on_cpu()
+    if conversational and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the {what} has chat prompts but model {model_cfg.name!r} has no chat template; "
+                         "build it with the completion prompt style")
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train_cfg.gradient_checkpointing)
+    return model, tokenizer
+
+
+def adapter_setup(model: Any, train_cfg: TrainingConfig, init_adapter: Path | None,
+                  reference: str = "base") -> tuple[Any, Any]:
+    """``(model, peft_config)`` to hand to a TRL trainer, for a new adapter or one continued from ``init_adapter``.
+
+    * new adapter: ``peft_config`` from ``train_cfg``; TRL wraps the model, and a preference trainer's reference is
+      the model with the adapter disabled (the base).
+    * continued, ``reference='base'``: ``peft_config`` = the saved adapter's own ``LoraConfig`` (its shape wins over
+      ``train_cfg``); the caller copies the saved weights in with ``load_adapter_weights`` once the trainer has
+      wrapped the model. A preference trainer still disables the adapter for the reference: no ``ref`` copy.
+    * continued, ``reference='stage1'``: the model comes back as a trainable ``PeftModel`` of the saved adapter;
+      a preference trainer then adds a frozen ``ref`` copy of it (the reference is the continued policy), SFT
+      simply trains it.
+    """
+    from peft import PeftConfig, PeftModel
+
+    if init_adapter is None:
+        return model, lora_config(train_cfg)
+    if reference == "base":
+        peft_config = PeftConfig.from_pretrained(str(init_adapter))  # the saved LoRA shape, not train_cfg's
+        peft_config.inference_mode = False
+        warn_if_lora_differs(peft_config, train_cfg, init_adapter)
+        return model, peft_config
+    model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    warn_if_lora_differs(model.peft_config["default"], train_cfg, init_adapter)
+    return model, None
+
+
+def trainer_callbacks(train_cfg: TrainingConfig, callbacks: list[Any] | None) -> list[Any]:
+    """The caller's callbacks plus early stopping when the config asks for it."""
+    from transformers import EarlyStoppingCallback
+
+    callbacks = list(callbacks or [])
+    if train_cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience))
+    return callbacks
+
+
+def route_tensorboard(trainer: Any, adapter_dir: str | Path) -> None:
+    """Point transformers' TensorBoard writer at ``<adapter>/tensorboard``.
+
+    transformers 5.24 has no ``logging_dir`` argument any more: ``TensorBoardCallback`` writes to
+    ``$TENSORBOARD_LOGGING_DIR`` or else ``<output_dir>/runs/<date>``, i.e. inside the checkpoints folder the runner
+    deletes after a successful run. Setting the callback's ``logging_dir`` before training (it is only filled in
+    ``on_train_begin`` when still unset) keeps the event files beside the adapter they describe, without touching
+    the process environment (several trainers may run in one process)."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(Path(adapter_dir) / TENSORBOARD)
