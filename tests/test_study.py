@@ -117,8 +117,8 @@ def test_an_arm_whose_candidates_differ_builds_its_own_and_leaves_the_shared_one
     from common.pipeline.runner import run_stage
 
     shared_cfg = load_config(REPO / "configs" / "smoke.yaml", ["recipe=[prepare,candidates]"])
-    shared = run_stage("candidates", shared_cfg, tmp_path, force=False)
     run_stage("prepare", shared_cfg, tmp_path)
+    shared = run_stage("candidates", shared_cfg, tmp_path)
     built = {fingerprint(shared_cfg, name): RunDir(tmp_path).stage_dir(name) for name in ("prepare", "candidates")}
     shared_manifest = read_manifest(shared)
     other = load_config(REPO / "configs" / "smoke.yaml", ["recipe=[prepare,candidates]", "stage1.max_variants=2"])

@@ -50,8 +50,9 @@ def run_arm(arm_cfg: PipelineConfig, arm_run: RunDir, built: dict[str, Path], fo
     for stage in recipe(arm_cfg):
         folder = arm_run.stage_dir(stage.name)
         key = fingerprint(arm_cfg, stage.name)
-        if key in built and built[key].resolve() != folder.resolve():
-            _link(built[key], folder)
+        if key in built:
+            if built[key].resolve() != folder.resolve():
+                _link(built[key], folder)
             if staleness(arm_run, arm_cfg, stage.name) is None:
                 continue
         elif folder.is_symlink():  # linked earlier, but this arm now computes something else: its own folder
@@ -93,7 +94,9 @@ def run_study(study: Study, root: Path | str, force: bool = False, only: Sequenc
 def arm_columns(arm: ArmConfig | None) -> dict[str, Any]:
     if arm is None:
         return {"arm": BASELINE, "method": "-", "signal": "-"}
-    return {"arm": arm.name, "method": arm.method + ("+stage2" if arm.stage2 else ""), "signal": arm.signal}
+    # grpo learns from its own samples' rewards (the sandbox and MI), not from a labelled candidate pool
+    signal = "reward: pass, tests, mi" if arm.method == "grpo" else arm.signal
+    return {"arm": arm.name, "method": arm.method + ("+stage2" if arm.stage2 else ""), "signal": signal}
 
 
 def renamed(results: Sequence[Any], name: str) -> list[Any]:
