@@ -88,8 +88,20 @@ def last_checkpoint(folder: Path, signature: str) -> str | None:
 
 def save_adapter(trainer: Any, adapter_dir: Path) -> None:
     """Save only the trained ``default`` adapter (never TRL's frozen ``ref`` copy)."""
-    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin
-                                   and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3):
+    if trainer.is_fsdp_enabled:
+        # Every rank takes part in gathering the sharded (DTensor) weights into full tensors; rank 0 then saves
+        # only the trained adapter from them. (accelerate's get_state_dict hands FSDP2 DTensors back unchanged on
+        # a CPU launch, and PEFT cannot save those.)
+        from torch.distributed.tensor import DTensor
+
+        state = {name: tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+                 for name, tensor in trainer.model.state_dict().items()}
+        if trainer.is_world_process_zero():
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            model.save_pretrained(str(adapter_dir), state_dict=state, selected_adapters=["default"])
+        return
+    if (trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin
+            and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3):
         trainer.save_model(str(adapter_dir))  # gathers sharded weights; saves every adapter
         if trainer.is_world_process_zero():
             shutil.rmtree(adapter_dir / "ref", ignore_errors=True)
@@ -124,6 +136,10 @@ def run_training(trainer: Any, output_dir: Path, signature: str, timer: StepTime
         "global_step": trainer.state.global_step,
         "resumed_from": resume,
         "best_checkpoint": trainer.state.best_model_checkpoint,
+        # how it ran: a manifest says whether the adapter came from one process or a sharded (FSDP) launch
+        "world_size": trainer.args.world_size,
+        "distributed_type": "FSDP" if trainer.is_fsdp_enabled else str(trainer.accelerator.distributed_type).rsplit(
+            ".", 1)[-1],
         "n_train_rows": len(trainer.train_dataset),
         "n_eval_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
     })

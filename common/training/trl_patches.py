@@ -1,4 +1,5 @@
-"""Two speed-ups for LoRA DPO on CPU, each switching one narrow behaviour of a library (TRL, datasets).
+"""Two speed-ups for LoRA training on CPU, each switching one narrow behaviour of a library (TRL, datasets), and
+FSDP on CPU processes (``fsdp_on_cpu``) so the sharded path can be tested without GPUs.
 
 Both leave results unchanged: ``tests/test_training.py`` compares the reference log-probs computed through TRL with
 direct forward passes, and dataset fingerprints stay content-based.
@@ -60,3 +61,29 @@ def score_only_completions_on_cpu() -> None:
 
     compact_here._mi_align_cpu = True
     trl_utils._use_triton = compact_here
+
+
+def fsdp_on_cpu() -> None:
+    """Let ``accelerate launch --config_file configs/accelerate/fsdp.yaml`` shard on CPU processes (gloo).
+
+    accelerate 1.x turns FSDP on only for GPU-like multi-device types (``AcceleratorState.__init__``): on a CPU
+    machine the launch silently becomes plain multi-CPU DDP, so the FSDP path (sharded parameters, the gathered
+    full state dict when saving) would never run before a GPU box. torch's FSDP2 itself works on CPU with gloo, so
+    after accelerate's own initialisation a MULTI_CPU state of an FSDP launch is marked FSDP with the plugin
+    accelerate built from the launcher's environment. Only used when launched with FSDP on a machine without CUDA.
+    """
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    if getattr(AcceleratorState.__init__, "_mi_align_fsdp", False):
+        return
+    original = AcceleratorState.__init__
+
+    def __init__(self, *args: Any, fsdp_plugin: Any = None, **kwargs: Any) -> None:
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if self.distributed_type == DistributedType.MULTI_CPU and fsdp_plugin is not None:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    __init__._mi_align_fsdp = True
+    AcceleratorState.__init__ = __init__

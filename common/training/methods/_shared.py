@@ -89,6 +89,13 @@ def report_to(train_cfg: TrainingConfig) -> str | list[str]:
     return sinks if sinks else "none"
 
 
+def fsdp_launch() -> bool:
+    """Started by ``accelerate launch`` with an FSDP config (it sets this variable for every rank)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+
+
 def common_trainer_args(train_cfg: TrainingConfig, output_dir: str | Path, has_eval: bool) -> dict[str, Any]:
     """The TRL/transformers arguments every method sets the same way, from the shared ``TrainingConfig`` fields:
     optimiser and schedule, precision, activation checkpointing, evaluation/checkpoint schedule, early stopping,
@@ -140,9 +147,11 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: TrainingConfig, conve
     k-bit training when quantised, with the two CPU speed-ups of ``trl_patches`` (both apply to every TRL trainer
     here: they tokenise through ``dataset.map`` and score through ``trl.trainer.utils.add_fused_lm_head``)."""
     from common.models.loading import load_model
-    from common.training.runner import device
-    from common.training.trl_patches import fast_tokenizer_fingerprint, score_only_completions_on_cpu
+    from common.training.runner import device, on_cpu
+    from common.training.trl_patches import fast_tokenizer_fingerprint, fsdp_on_cpu, score_only_completions_on_cpu
 
+    if fsdp_launch() and on_cpu():
+        fsdp_on_cpu()
     model, tokenizer = load_model(training_model_config(model_cfg, train_cfg), device=device())
     fast_tokenizer_fingerprint(tokenizer)
     score_only_completions_on_cpu()
