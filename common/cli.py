@@ -9,6 +9,7 @@ in order and ``stages`` prints the stage graph. Heavy modules are imported only 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -144,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for message in LIBRARY_NOISE:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    # bitsandbytes 0.50 on an AVX512-BF16 CPU tries to fetch an optional kernel from the hub at import and logs
+    # its absence; it falls back to its own kernel, and offline nothing can be done about it
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: "kernels-community" not in record.getMessage())
     args = make_parser().parse_args(argv)
     try:
         return _dispatch(args)

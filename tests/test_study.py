@@ -149,3 +149,18 @@ def test_study_presets_are_checked_before_anything_runs(tmp_path):
         load_config(preset([{"name": "a", "method": "dpo"}]))
     assert arm_recipe(ArmConfig(name="x", method="dpo", stage2=True))[-3:] == ["self-generation", "dpo-further",
                                                                                 "evaluate"]
+
+
+def test_gpu_check_says_what_it_skipped_and_runs_the_same_checks_on_cpu(tmp_path):
+    idle = subprocess.run([sys.executable, "-m", "common.gpu_check"], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert idle.returncode == 0 and "skipped everything: no CUDA device" in idle.stdout, idle.stdout + idle.stderr
+    done = subprocess.run([sys.executable, "-m", "common.gpu_check", "--cpu", "--config", str(PRESET),
+                           "--run-dir", str(tmp_path / "check")], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout.split("| arm | method |", 1)[1]
+    for arm in load_study(PRESET).study.arms:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {arm.name} |"))
+        assert float(row.split("|")[5]) > 0  # s/step measured for every method
+    assert "| hf |" in done.stdout and "vLLM sampling: needs CUDA" in done.stdout
