@@ -17,8 +17,15 @@ def test_all_shipped_yaml_files_load():
         load_model_config(str(path))
     presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"paper", "demo", "smoke"} <= set(presets)
+    from common.study.config import load_study
+
+    studies = [name for name in presets if "study:" in (CONFIG_DIR / f"{name}.yaml").read_text()]
+    assert {"study-smoke", "study-demo", "study-paper", "gpu-check"} <= set(studies)
     for name in presets:
-        assert isinstance(load_config(CONFIG_DIR / f"{name}.yaml"), PipelineConfig)
+        if name in studies:  # every arm's config is built, so a typo in any arm fails here
+            assert len(load_study(CONFIG_DIR / f"{name}.yaml").study.arms) >= 5
+        else:
+            assert isinstance(load_config(CONFIG_DIR / f"{name}.yaml"), PipelineConfig)
 
 
 def test_paper_preset_has_the_paper_hyper_parameters():
