@@ -38,6 +38,10 @@ def make_parser() -> argparse.ArgumentParser:
         _add_config_args(sub)
         sub.add_argument("--force", action="store_true", help="recompute even when the artifact is up to date")
         sub.set_defaults(stage=stage.name)
+        if stage.name == "optimize-data":
+            sub.add_argument("--steps", default=None, help="comma-separated steps in order, e.g. syn,ref (sets "
+                             "data_opt.steps): ref, cle, sel, aug, syn")
+            sub.add_argument("--out", default=None, help="also write the final training set here (save_to_disk)")
     run = commands.add_parser("run", help="every stage of the config's recipe in order, skipping up-to-date ones")
     _add_config_args(run)
     run.add_argument("--force", action="store_true", help="recompute every stage")
@@ -185,6 +189,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _score(args)
     if args.command == "study":
         return _study(args)
+    if getattr(args, "steps", None):
+        args.overrides.append(f"data_opt.steps=[{args.steps}]")
     config = load_config(args.config, args.overrides)
     if args.command == "config":
         import yaml
@@ -218,7 +224,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     from common.pipeline.registry import get_stage
     from common.pipeline.runner import run_stage
 
+    stage = get_stage(args.stage)
+    if stage.name not in config.recipe and set(stage.inputs.values()) <= set(config.recipe):
+        # a stage the preset's recipe does not list (optimize-data, sft, ... on the paper's recipe): asking for it
+        # by name adds it after the recipe, so its inputs resolve as in any recipe that has it
+        args.overrides.append(f"recipe=[{','.join([*config.recipe, stage.name])}]")
+        config = load_config(args.config, args.overrides)
     out = run_stage(args.stage, config, run_dir_for(args, config), force=args.force)
+    if getattr(args, "out", None):
+        from common.pipeline.artifacts import load_dataset_dir
+
+        load_dataset_dir(out).save_to_disk(args.out)
+        print(f"training set -> {args.out}")
     if get_stage(args.stage).produces == "report":
         from common.evaluation.report.build import print_table
 

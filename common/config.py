@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from common.config_fields import _f
+from common.dataopt.config import DataOptConfig
 from common.training_config import (  # noqa: F401  (re-exported: every config is importable from here)
     PAPER_LORA_TARGETS, SFT_STUDY, DPOTrainingConfig, GRPOTrainingConfig, KTOTrainingConfig, TrainingConfig, _training)
 
@@ -206,6 +207,7 @@ class PipelineConfig:
                                   factory=GRPOTrainingConfig)
     self_generation: SelfGenerationConfig = _f(help="Stage 2a.", factory=SelfGenerationConfig)
     evaluation: EvaluationConfig = _f(help="Stage 3.", factory=EvaluationConfig)
+    data_opt: DataOptConfig = _f(help="Training-data optimisation (stage optimize-data).", factory=DataOptConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -134,6 +134,16 @@ SHOW.update({
         ["out = run.stage_dir('targets')\nprint((out / 'summary.json').read_text())\n"
          "load_dataset_dir(out).to_pandas()[['task_id', 'origin', 'score']].head(12)"],
     ),
+    "optimize-data": (
+        "Training-data optimisation: every training task's reference solution through the steps of `data_opt.steps` "
+        "in order (ref = autoflake, autopep8, docformatter, unify; cle = bandit, pylint errors, heuristics; sel = the "
+        "top fraction by MI, pylint or a ranker; aug = verified rewrites; syn = a generator's first passing solution). "
+        "Every solution is re-run in the sandbox; the report says what each step kept, changed, dropped and added.",
+        ["import json\n\nprint(json.dumps(json.loads((run.stage_dir('optimize-data') / 'report.json').read_text()), "
+         "indent=1)[:3000])\nload_dataset_dir(run.stage_dir('optimize-data')).to_pandas()"
+         "[['task_id', 'origin', 'steps']].head(12)",
+         SHOW_PNGS.format(folder="run.stage_dir('optimize-data')")],
+    ),
     "sft": _training("sft", "LoRA SFT (TRL's SFTTrainer) on the targets; the loss covers the solution, not the prompt."),
     "sft-dpo": _training("sft-dpo", "DPO continuing the SFT adapter. Its reference is the SFT model (a frozen copy "
                                     "of the SFT adapter), not the base model."),

@@ -87,16 +87,16 @@ def test_every_field_is_read_by_some_stage_or_is_run_metadata():
     others = [p for p in unread if p != "run_name"]
     assert all(any(reads(stage, p) for stage in all_stages().values() if stage.name not in CONFIG.recipe)
                for p in others), others
-    assert {p.split(".")[0] for p in others} == {"sft", "sft_dpo", "kto", "kto_sft", "grpo"}
+    assert {p.split(".")[0] for p in others} == {"sft", "sft_dpo", "kto", "kto_sft", "grpo", "data_opt"}
     assert "run_name" in unread  # names the default run folder, part of no artifact
 
 
-ALL_STAGES = smoke_config("recipe=[prepare,candidates,pairs,singles,targets,dpo,self-generation,dpo-further,sft,"
-                          "sft-dpo,kto,kto-sft,grpo,evaluate,report]")
+ALL_STAGES = smoke_config("recipe=[prepare,candidates,pairs,singles,targets,optimize-data,dpo,self-generation,"
+                          "dpo-further,sft,sft-dpo,kto,kto-sft,grpo,evaluate,report]")
 
 
 @pytest.mark.parametrize("path", [p for p in FIELDS if p.split(".")[0] in ("stage1", "sft", "sft_dpo", "kto",
-                                                                           "kto_sft", "grpo", "sandbox")])
+                                                                           "kto_sft", "grpo", "sandbox", "data_opt")])
 def test_in_a_recipe_of_every_stage_a_field_changes_exactly_its_readers(path):
     before = {stage.name: fingerprint(ALL_STAGES, stage.name) for stage in recipe(ALL_STAGES)}
     changed = mutated(ALL_STAGES, path)

@@ -99,6 +99,15 @@ DPO_FURTHER = declare(Stage(
     params={"method": "dpo", "section": "dpo_further", "data": "pairs"},
 ))
 
+OPTIMIZE_DATA = declare(Stage(
+    name="optimize-data", group=GEN, function="common.dataopt.stage:optimize_data",
+    notebook=f"{GEN}/06_optimize-data.ipynb", produces="examples",
+    help="training-data optimisation: the references through data_opt.steps (ref, cle, sel, aug, syn), verified",
+    inputs={"tasks": "prepare"},
+    # `model`, `generator_model`, `stage1_sampling`: the generator of the syn step
+    reads=("data_opt", "sandbox", "model", "generator_model", "stage1_sampling"),
+))
+
 # Methods beyond the paper's (docs/training.md). A continued adapter (init_adapter) is trained further; `reference`
 # fixes what a preference loss compares against: "stage1" = a frozen copy of the continued adapter.
 SFT = declare(Stage(
