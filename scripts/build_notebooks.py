@@ -151,6 +151,8 @@ SHOW.update({
                             "(adapter disabled)."),
     "kto-sft": _training("kto-sft", "SFT continuing the KTO adapter on the targets: the compiler-feedback study's "
                                     "best arm."),
+    "sft-data": _training("sft-data", "LoRA SFT on the optimised training set (stage `optimize-data`): the "
+                                      "training-data-optimisation study's model."),
     "grpo": _training("grpo", "Online RL (TRL's GRPOTrainer): the policy samples several solutions per training "
                               "prompt, each is executed in the sandbox and rewarded for passing, for the share of tests "
                               "passed and for MI when it passes; the sandbox runs every group in one batch."),

@@ -92,7 +92,7 @@ def test_every_field_is_read_by_some_stage_or_is_run_metadata():
 
 
 ALL_STAGES = smoke_config("recipe=[prepare,candidates,pairs,singles,targets,optimize-data,dpo,self-generation,"
-                          "dpo-further,sft,sft-dpo,kto,kto-sft,grpo,evaluate,report]")
+                          "dpo-further,sft,sft-dpo,kto,kto-sft,sft-data,grpo,evaluate,report]")
 
 
 @pytest.mark.parametrize("path", [p for p in FIELDS if p.split(".")[0] in ("stage1", "sft", "sft_dpo", "kto",

@@ -1,8 +1,9 @@
 """Stage ``optimize-data``: the training set (each training task's reference solution) through the steps of
 ``data_opt.steps`` in order, every solution verified in the sandbox, with a report of what each step changed.
 
-The artifact (``1_global_dataset_generation/optimize-data/``) is the final training set (``base.ROW_COLUMNS``; at
-least task_id, code, test_list, steps), ``report.json`` (per step: kept / changed / dropped / added / reverted
+The artifact (``1_global_dataset_generation/optimize-data/``) is the final training set (``base.ROW_COLUMNS``: task_id,
+code, test_list, steps, ...; plus ``prompt`` and ``completion`` in the trained model's style, which stage ``sft-data``
+trains on), ``report.json`` (per step: kept / changed / dropped / added / reverted
 counts, MI and pylint before and after, the step's own details), ``quality.png`` (MI and pylint distributions before
 and after each step) and ``steps/<i>_<name>/``, the set after each step. Before the first step the references
 themselves are run: one that fails its own tests (MBPP task 927 does) is dropped and counted, never trained on. After
@@ -33,8 +34,19 @@ def _quality(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "pylint_mean": sum(lints) / len(lints) if lints else None, "mi": mis, "pylint": list(lints)}
 
 
-def _dataset(rows: Sequence[dict[str, Any]]) -> Dataset:
-    return Dataset.from_list([{name: row[name] for name in ROW_COLUMNS} for row in rows])
+def _dataset(rows: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> Dataset:
+    return Dataset.from_list([{name: row[name] for name in (*ROW_COLUMNS, *extra)} for row in rows])
+
+
+def _with_sft_columns(rows: Sequence[dict[str, Any]], tasks: Any, config: Any) -> list[dict[str, Any]]:
+    """``prompt`` (the task in the trained model's style, with the evaluation's system prompt) and ``completion``
+    (the optimised solution, fenced to match) for the ``sft-data`` stage."""
+    from common.prompting.style import prompt_style
+    from common.prompting.templates import build_prompt, completion_target
+
+    style = prompt_style(config.model)
+    return [{**row, "prompt": build_prompt(tasks[int(row["task_id"])], style, config.sampling.system_prompt),
+             "completion": completion_target(row["code"], style)} for row in rows]
 
 
 def _verified_references(rows: list[dict[str, Any]], ctx: StepContext) -> tuple[list[dict[str, Any]], list[int]]:
@@ -82,7 +94,7 @@ def optimize_data(ctx: Any) -> dict[str, Any]:
                            sampling=config.stage1_sampling, log=ctx.log)
     tasks = list(step_ctx.tasks.values())
     rows, reports = optimize(tasks, step_ctx, steps, ctx.output)
-    save_dataset(_dataset(rows), ctx.output)
+    save_dataset(_dataset(_with_sft_columns(rows, step_ctx.tasks, config), ("prompt", "completion")), ctx.output)
     _plot(reports, ctx.output / QUALITY_PNG)
     public = [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in reports]
     (ctx.output / "report.json").write_text(json.dumps(public, indent=2))

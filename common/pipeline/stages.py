@@ -105,7 +105,7 @@ OPTIMIZE_DATA = declare(Stage(
     help="training-data optimisation: the references through data_opt.steps (ref, cle, sel, aug, syn), verified",
     inputs={"tasks": "prepare"},
     # `model`, `generator_model`, `stage1_sampling`: the generator of the syn step
-    reads=("data_opt", "sandbox", "model", "generator_model", "stage1_sampling"),
+    reads=("data_opt", "sandbox", "model", "generator_model", "stage1_sampling", "sampling.system_prompt"),
 ))
 
 # Methods beyond the paper's (docs/training.md). A continued adapter (init_adapter) is trained further; `reference`
@@ -144,6 +144,15 @@ KTO_SFT = declare(Stage(
     inputs={"targets": "targets", "init_adapter": "kto"},
     reads=("model", "kto_sft"),
     params={"method": "sft", "section": "kto_sft", "data": "targets"},
+))
+
+SFT_DATA = declare(Stage(
+    name="sft-data", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/09_sft-data.ipynb", produces="adapter",
+    help="SFT (LoRA) on the optimised training set of optimize-data (the data-optimisation study)",
+    inputs={"targets": "optimize-data"},
+    reads=("model", "sft"),
+    params={"method": "sft", "section": "sft", "data": "targets"},
 ))
 
 GRPO = declare(Stage(

@@ -24,6 +24,7 @@ METHOD_STAGES: dict[str, tuple[str, ...]] = {
     "kto": ("singles", "kto"),
     "kto_sft": ("singles", "kto", "targets", "kto-sft"),
     "grpo": ("grpo",),  # online RL: prompts and the sandbox, no stage-1 candidates
+    "sft_data": ("optimize-data", "sft-data"),  # SFT on the references after data_opt.steps (no candidates)
 }
 STAGE2 = ("self-generation", "dpo-further")  # the paper's second round, for dpo arms
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -73,7 +74,7 @@ def arm_recipe(arm: ArmConfig) -> list[str]:
     stages = list(METHOD_STAGES[arm.method])
     if arm.stage2:
         stages += STAGE2
-    head = ["prepare"] if stages[0] == "grpo" else ["prepare", "candidates"]
+    head = ["prepare"] if stages[0] in ("grpo", "optimize-data") else ["prepare", "candidates"]
     return [*head, *stages, "evaluate"]
 
 

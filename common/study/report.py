@@ -27,12 +27,12 @@ def write_study_report(study: Study, root: Path, arms: Sequence[ArmConfig], log:
         model_stage = arm_recipe(arm)[-2]
         arm_results = collect_runs(run.stage_dir("evaluate"), evaluate_manifest(run), ks, metrics, options)
         results += renamed([res for res in arm_results if res.variant == model_stage], arm.name)
-        columns[arm.name] = arm_columns(arm)
+        columns[arm.name] = arm_columns(arm, study.arm_config(arm))
         adapters[arm.name] = run.stage_dir(model_stage)
         notes += [note.replace(model_stage, arm.name, 1)
                   for note in carried_over_notes({model_stage: adapters[arm.name]}, arm_results)]
     out = root / REPORT
-    names = ", ".join(f"{arm.name} = {arm_columns(arm)['method']} ({arm_columns(arm)['signal']})" for arm in arms)
+    names = ", ".join(f"{arm.name} = {columns[arm.name]['method']} ({columns[arm.name]['signal']})" for arm in arms)
     notes.insert(0, f"arms: {names}; every arm trained from the same stage-1 candidates and evaluated with the "
                     f"same seeds (arms/<arm>/ holds each arm's run)")
     write_report(config, results, out, root, adapters, notes, f"{ARMS}/<arm>/3_evaluation/evaluate",

@@ -91,11 +91,16 @@ def run_study(study: Study, root: Path | str, force: bool = False, only: Sequenc
     return write_study_report(study, root, arms, log=log)
 
 
-def arm_columns(arm: ArmConfig | None) -> dict[str, Any]:
+def arm_columns(arm: ArmConfig | None, config: PipelineConfig | None = None) -> dict[str, Any]:
     if arm is None:
         return {"arm": BASELINE, "method": "-", "signal": "-"}
-    # grpo learns from its own samples' rewards (the sandbox and MI), not from a labelled candidate pool
-    signal = "reward: pass, tests, mi" if arm.method == "grpo" else arm.signal
+    # grpo learns from its own samples' rewards (the sandbox and MI), not from a labelled candidate pool; sft_data
+    # from the references after the data-optimisation steps
+    signal = arm.signal
+    if arm.method == "grpo":
+        signal = "reward: pass, tests, mi"
+    elif arm.method == "sft_data":
+        signal = "data: " + ("+".join(config.data_opt.steps) if config and config.data_opt.steps else "original")
     return {"arm": arm.name, "method": arm.method + ("+stage2" if arm.stage2 else ""), "signal": signal}
 
 
