@@ -144,6 +144,18 @@ SHOW.update({
          "[['task_id', 'origin', 'steps']].head(12)",
          SHOW_PNGS.format(folder="run.stage_dir('optimize-data')")],
     ),
+    "optimize-candidates": (
+        "Training-data optimisation of the candidate pool before pairing: the passing candidates of every task "
+        "through `data_opt.steps`, each re-run and MI-scored, in the candidates' schema (failing candidates pass "
+        "through unchanged).",
+        ["import json\n\nprint(json.dumps(json.loads((run.stage_dir('optimize-candidates') / 'report.json')"
+         ".read_text()), indent=1)[:3000])"],
+    ),
+    "pairs-optimized": (
+        "Preference pairs labelled exactly as stage `pairs` does, from the optimised candidate pool.",
+        ["print((run.stage_dir('pairs-optimized') / 'summary.json').read_text())"],
+    ),
+    "dpo-data": _training("dpo-data", "LoRA DPO (the `dpo` section) on the pairs of the optimised candidate pool."),
     "sft": _training("sft", "LoRA SFT (TRL's SFTTrainer) on the targets; the loss covers the solution, not the prompt."),
     "sft-dpo": _training("sft-dpo", "DPO continuing the SFT adapter. Its reference is the SFT model (a frozen copy "
                                     "of the SFT adapter), not the base model."),

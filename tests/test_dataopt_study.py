@@ -94,3 +94,25 @@ def test_every_technique_on_the_372_mbpp_training_tasks_keeps_every_solution_cor
     assert counts["ref"]["changed"] > 300 and counts["aug"]["added"] > 300
     verdicts = score_solutions([r["task_id"] for r in rows], [r["code"] for r in rows], ctx.tasks, config.sandbox)
     assert rows and all(v["passed"] for v in verdicts)
+
+
+def test_the_candidate_pool_is_optimised_before_pairing_and_dpo_trains_on_it(tmp_path):
+    from tests.helpers import run_stages, smoke_config
+
+    config = smoke_config("stage1.mutants=1", "data_opt.steps=[ref,aug]", "data_opt.aug_variants_per_task=1",
+                          "recipe=[prepare,candidates,optimize-candidates,pairs-optimized,dpo-data]")
+    run_stages(config, tmp_path, "prepare", "candidates", "optimize-candidates", "pairs-optimized", "dpo-data")
+    run = RunDir(tmp_path)
+    before = load_dataset_dir(run.stage_dir("candidates")).to_list()
+    after = load_dataset_dir(run.stage_dir("optimize-candidates")).to_list()
+    assert set(after[0]) == set(before[0])  # the candidates' own schema: pairs-optimized reads it as pairs does
+    keys = [(row["task_id"], row["candidate_index"]) for row in after]
+    assert len(keys) == len(set(keys))
+    added = [row for row in after if row["origin"].rsplit("|", 1)[-1].split("+")[-1] == "aug"]
+    assert added and all(row["passed"] for row in added)
+    failing = [row for row in before if not row["passed"]]
+    assert failing and all(row in after for row in failing)  # failing candidates pass through unchanged
+    assert len(after) == len(before) + len(added)
+    assert len(load_dataset_dir(run.stage_dir("pairs-optimized"))) > 0
+    assert read_manifest(run.stage_dir("dpo-data"))["n_pairs"] > 0
+    assert (run.stage_dir("dpo-data") / "adapter_model.safetensors").is_file()

@@ -91,7 +91,8 @@ def test_every_field_is_read_by_some_stage_or_is_run_metadata():
     assert "run_name" in unread  # names the default run folder, part of no artifact
 
 
-ALL_STAGES = smoke_config("recipe=[prepare,candidates,pairs,singles,targets,optimize-data,dpo,self-generation,"
+ALL_STAGES = smoke_config("recipe=[prepare,candidates,pairs,singles,targets,optimize-data,optimize-candidates,"
+                          "pairs-optimized,dpo,dpo-data,self-generation,"
                           "dpo-further,sft,sft-dpo,kto,kto-sft,sft-data,grpo,evaluate,report]")
 
 

@@ -55,15 +55,18 @@ def _verified_references(rows: list[dict[str, Any]], ctx: StepContext) -> tuple[
     return [row for row, v in zip(rows, verdicts) if v["passed"]], failing
 
 
-def optimize(tasks: Sequence[dict[str, Any]], ctx: StepContext, steps: Sequence[str],
-             out: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(final rows, one report entry per step). ``out``: where each step's set is saved (``steps/<i>_<name>``)."""
+def optimize(tasks: Sequence[dict[str, Any]], ctx: StepContext, steps: Sequence[str], out: Any = None,
+             rows: list[dict[str, Any]] | None = None, start: str = "references"
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(final rows, one report entry per step). The set starts as the tasks' references, or as ``rows`` (a
+    candidate pool); either way the starting solutions are run first and failing ones left out. ``out``: where
+    each step's set is saved (``steps/<i>_<name>``)."""
     for name in steps:
         load_step(name)  # an unknown step fails before anything runs
-    rows, failing = _verified_references(rows_from_tasks(tasks), ctx)
+    rows, failing = _verified_references(rows if rows is not None else rows_from_tasks(tasks), ctx)
     if failing:
-        ctx.log(f"WARNING: {len(failing)} reference solution(s) fail their own tests and are left out: {failing}")
-    reports = [{"step": "references", "counts": {"kept": len(rows), "dropped": len(failing)},
+        ctx.log(f"WARNING: {len(failing)} starting solution(s) fail their own tests and are left out: {failing}")
+    reports = [{"step": start, "counts": {"kept": len(rows), "dropped": len(failing)},
                 "details": {"failing_task_ids": failing}}]
     before = _quality(rows)
     for number, name in enumerate(steps, 1):
@@ -127,3 +130,56 @@ def _plot(reports: Sequence[dict[str, Any]], path: Any) -> None:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Candidate pools before pairing
+
+
+CANDIDATE_FIELDS = ("task_id", "candidate_index", "code", "generator", "origin")
+
+
+def optimize_candidates(ctx: Any) -> dict[str, Any]:
+    """Stage ``optimize-candidates``: the passing candidates of every task through ``data_opt.steps``, then
+    executed and MI-scored again, in the candidates' own schema, so ``pairs-optimized`` labels them as ``pairs``
+    labels the originals. Failing candidates pass through unchanged (the exec and compile signals need them).
+    A candidate a step rewrote keeps its index; one a step added (aug) gets the next free index of its task;
+    its origin gains ``|<steps>``."""
+    from common.signals.scoring import score_solutions
+
+    config = ctx.config
+    tasks = {int(t["task_id"]): t for t in ctx.input_dataset("tasks")}
+    pool = ctx.input_dataset("candidates").to_list()
+    step_ctx = StepContext(config=config.data_opt, tasks=tasks, sandbox=config.sandbox, work=ctx.work,
+                           model=config.generator_model or config.model, sampling=config.stage1_sampling, log=ctx.log)
+    passing = [c for c in pool if c["passed"]]
+    start = [{**{k: c[k] for k in CANDIDATE_FIELDS}, "test_list": list(tasks[int(c["task_id"])]["test_list"]),
+              "test_setup_code": tasks[int(c["task_id"])].get("test_setup_code") or "",
+              "text": tasks[int(c["task_id"])]["text"], "steps": []} for c in passing]
+    steps = list(config.data_opt.steps)
+    rows, reports = optimize(list(tasks.values()), step_ctx, steps, ctx.output, rows=start, start="candidates")
+    taken: dict[int, set[int]] = {}
+    for c in pool:
+        taken.setdefault(int(c["task_id"]), set()).add(int(c["candidate_index"]))
+    seen: set[tuple[int, int]] = set()
+    for row in rows:
+        key = (int(row["task_id"]), int(row["candidate_index"]))
+        if key in seen:  # a row a step added: the next free index of its task
+            index = max(taken[key[0]]) + 1
+            taken[key[0]].add(index)
+            row["candidate_index"], key = index, (key[0], index)
+        seen.add(key)
+        if row["steps"]:
+            row["origin"] = f"{row['origin']}|{'+'.join(row['steps'])}"
+    scores = score_solutions([r["task_id"] for r in rows], [r["code"] for r in rows], tasks, config.sandbox,
+                             desc="optimize-candidates: scoring")
+    out_rows = [{**{k: r[k] for k in CANDIDATE_FIELDS}, **score} for r, score in zip(rows, scores)]
+    out_rows += [c for c in pool if not c["passed"]]
+    out_rows.sort(key=lambda r: (int(r["task_id"]), int(r["candidate_index"])))
+    save_dataset(Dataset.from_list(out_rows), ctx.output)
+    _plot(reports, ctx.output / QUALITY_PNG)
+    public = [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in reports]
+    (ctx.output / "report.json").write_text(json.dumps(public, indent=2))
+    ctx.log(f"{len(rows)} passing candidates after {steps or 'no steps'} (+{len(pool) - len(passing)} failing, "
+            f"unchanged) -> {ctx.output}")
+    return {"steps": steps, "rows": len(out_rows), "report": public}

@@ -108,6 +108,22 @@ OPTIMIZE_DATA = declare(Stage(
     reads=("data_opt", "sandbox", "model", "generator_model", "stage1_sampling", "sampling.system_prompt"),
 ))
 
+OPTIMIZE_CANDIDATES = declare(Stage(
+    name="optimize-candidates", group=GEN, function="common.dataopt.stage:optimize_candidates",
+    notebook=f"{GEN}/07_optimize-candidates.ipynb", produces="candidates",
+    help="training-data optimisation of the candidate pool before pairing: passing candidates through data_opt.steps",
+    inputs={"tasks": "prepare", "candidates": "candidates"},
+    reads=("data_opt", "sandbox", "model", "generator_model", "stage1_sampling"),
+))
+
+PAIRS_OPTIMIZED = declare(Stage(
+    name="pairs-optimized", group=GEN, function="common.preference.stage:label_pairs",
+    notebook=f"{GEN}/08_pairs-optimized.ipynb", produces="pairs",
+    help="preference pairs, as stage pairs, from the optimised candidate pool",
+    inputs={"tasks": "prepare", "candidates": "optimize-candidates"},
+    reads=("stage1.pairing", *PAIRING_RULE, *SIGNAL, "sampling.system_prompt", "model"),
+))
+
 # Methods beyond the paper's (docs/training.md). A continued adapter (init_adapter) is trained further; `reference`
 # fixes what a preference loss compares against: "stage1" = a frozen copy of the continued adapter.
 SFT = declare(Stage(
@@ -153,6 +169,15 @@ SFT_DATA = declare(Stage(
     inputs={"targets": "optimize-data"},
     reads=("model", "sft"),
     params={"method": "sft", "section": "sft", "data": "targets"},
+))
+
+DPO_DATA = declare(Stage(
+    name="dpo-data", group=FT, function="common.training.stage:train_adapter",
+    notebook=f"{FT}/10_dpo-data.ipynb", produces="adapter",
+    help="LoRA DPO on the pairs of the optimised candidate pool (the dpo section's settings)",
+    inputs={"pairs": "pairs-optimized"},
+    reads=("model", "dpo"),
+    params={"method": "dpo", "section": "dpo", "data": "pairs"},
 ))
 
 GRPO = declare(Stage(

@@ -25,6 +25,7 @@ METHOD_STAGES: dict[str, tuple[str, ...]] = {
     "kto_sft": ("singles", "kto", "targets", "kto-sft"),
     "grpo": ("grpo",),  # online RL: prompts and the sandbox, no stage-1 candidates
     "sft_data": ("optimize-data", "sft-data"),  # SFT on the references after data_opt.steps (no candidates)
+    "dpo_data": ("optimize-candidates", "pairs-optimized", "dpo-data"),  # DPO on the optimised candidate pool
 }
 STAGE2 = ("self-generation", "dpo-further")  # the paper's second round, for dpo arms
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

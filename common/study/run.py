@@ -99,8 +99,10 @@ def arm_columns(arm: ArmConfig | None, config: PipelineConfig | None = None) -> 
     signal = arm.signal
     if arm.method == "grpo":
         signal = "reward: pass, tests, mi"
-    elif arm.method == "sft_data":
+    elif arm.method in ("sft_data", "dpo_data"):
         signal = "data: " + ("+".join(config.data_opt.steps) if config and config.data_opt.steps else "original")
+        if arm.method == "dpo_data":
+            signal += f"; pairs: {arm.signal}"
     return {"arm": arm.name, "method": arm.method + ("+stage2" if arm.stage2 else ""), "signal": signal}
 
 
