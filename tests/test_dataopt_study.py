@@ -67,7 +67,10 @@ def test_each_technique_reaches_the_sft_data_and_the_report(study_run):
     assert {"avg_pass_ratio", "pylint_score"} <= set(rows[0])
     by_arm = {row["arm"]: row["signal"] for row in rows}
     assert by_arm["original"] == "data: original" and by_arm["syn-ref"] == "data: syn+ref"
-    for arm in study.study.arms:
+    assert by_arm["dpo-aug"] == "data: aug; pairs: mi"
+    dpo = RunDir(study_run / ARMS / "dpo-aug")
+    assert read_manifest(dpo.stage_dir("dpo-data"))["n_pairs"] == len(load_dataset_dir(dpo.stage_dir("pairs-optimized")))
+    for arm in (arm for arm in study.study.arms if arm.method == "sft_data"):
         run = RunDir(study_run / ARMS / arm.name)
         data = load_dataset_dir(run.stage_dir("optimize-data"))
         trained = read_manifest(run.stage_dir("sft-data"))
