@@ -172,15 +172,7 @@ SHOW.update({
 
 STUDY_PARAMETERS = PARAMETERS.replace('configs/demo.yaml', 'configs/study-demo.yaml').replace(
     "# run_dir: None means runs/<run_name>", "# run_dir: None means runs/<run_name>; arms: None = every arm")
-STUDY_RUN = """import os, sys
-from pathlib import Path
-
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "common").is_dir())
-os.chdir(ROOT)
-sys.path.insert(0, str(ROOT))
-
-from IPython.display import Image, Markdown, display
-from common.study.config import load_study
+STUDY_RUN = SETUP.split("from common.config import", 1)[0] + """from common.study.config import load_study
 from common.study.run import run_study
 
 study = load_study(config_path, overrides)

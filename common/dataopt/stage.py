@@ -92,17 +92,28 @@ def optimize(tasks: Sequence[dict[str, Any]], ctx: StepContext, steps: Sequence[
 def optimize_data(ctx: Any) -> dict[str, Any]:
     config = ctx.config
     steps = list(config.data_opt.steps)
-    step_ctx = StepContext(config=config.data_opt, tasks={int(t["task_id"]): t for t in ctx.input_dataset("tasks")},
-                           sandbox=config.sandbox, work=ctx.work, model=config.generator_model or config.model,
-                           sampling=config.stage1_sampling, log=ctx.log)
-    tasks = list(step_ctx.tasks.values())
-    rows, reports = optimize(tasks, step_ctx, steps, ctx.output)
+    step_ctx = _step_context(ctx)
+    rows, reports = optimize(list(step_ctx.tasks.values()), step_ctx, steps, ctx.output)
     save_dataset(_dataset(_with_sft_columns(rows, step_ctx.tasks, config), ("prompt", "completion")), ctx.output)
-    _plot(reports, ctx.output / QUALITY_PNG)
-    public = [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in reports]
-    (ctx.output / "report.json").write_text(json.dumps(public, indent=2))
+    public = _write_report(reports, ctx.output)
     ctx.log(f"{len(rows)} training rows after {steps or 'no steps'} -> {ctx.output}")
     return {"steps": steps, "rows": len(rows), "report": public}
+
+
+def _step_context(ctx: Any) -> StepContext:
+    """The steps' context for a stage: its tasks, the sandbox, and the generator of the syn step."""
+    config = ctx.config
+    return StepContext(config=config.data_opt, tasks={int(t["task_id"]): t for t in ctx.input_dataset("tasks")},
+                       sandbox=config.sandbox, work=ctx.work, model=config.generator_model or config.model,
+                       sampling=config.stage1_sampling, log=ctx.log)
+
+
+def _write_report(reports: Sequence[dict[str, Any]], out: Any) -> list[dict[str, Any]]:
+    """``quality.png`` and ``report.json`` beside the dataset; returns the report without the distributions."""
+    _plot(reports, out / QUALITY_PNG)
+    public = [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in reports]
+    (out / "report.json").write_text(json.dumps(public, indent=2))
+    return public
 
 
 def _plot(reports: Sequence[dict[str, Any]], path: Any) -> None:
@@ -148,10 +159,9 @@ def optimize_candidates(ctx: Any) -> dict[str, Any]:
     from common.signals.scoring import score_solutions
 
     config = ctx.config
-    tasks = {int(t["task_id"]): t for t in ctx.input_dataset("tasks")}
+    step_ctx = _step_context(ctx)
+    tasks = step_ctx.tasks
     pool = ctx.input_dataset("candidates").to_list()
-    step_ctx = StepContext(config=config.data_opt, tasks=tasks, sandbox=config.sandbox, work=ctx.work,
-                           model=config.generator_model or config.model, sampling=config.stage1_sampling, log=ctx.log)
     passing = [c for c in pool if c["passed"]]
     start = [{**{k: c[k] for k in CANDIDATE_FIELDS}, "test_list": list(tasks[int(c["task_id"])]["test_list"]),
               "test_setup_code": tasks[int(c["task_id"])].get("test_setup_code") or "",
@@ -177,9 +187,7 @@ def optimize_candidates(ctx: Any) -> dict[str, Any]:
     out_rows += [c for c in pool if not c["passed"]]
     out_rows.sort(key=lambda r: (int(r["task_id"]), int(r["candidate_index"])))
     save_dataset(Dataset.from_list(out_rows), ctx.output)
-    _plot(reports, ctx.output / QUALITY_PNG)
-    public = [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in reports]
-    (ctx.output / "report.json").write_text(json.dumps(public, indent=2))
+    public = _write_report(reports, ctx.output)
     ctx.log(f"{len(rows)} passing candidates after {steps or 'no steps'} (+{len(pool) - len(passing)} failing, "
             f"unchanged) -> {ctx.output}")
     return {"steps": steps, "rows": len(out_rows), "report": public}
