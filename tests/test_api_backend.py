@@ -45,6 +45,7 @@ class Server:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                     step = server.script.pop(0) if server.script else server.default
+                counted = True
                 try:
                     if server.delay:
                         time.sleep(server.delay)
@@ -53,6 +54,11 @@ class Server:
                         time.sleep(payload)
                         status, payload, headers = 200, reply(body, "late"), {}
                     data = payload if isinstance(payload, str) else json.dumps(payload)
+                    # no longer active once the reply is decided: the client may start its next request as soon
+                    # as it has read this one, before this thread's `finally` runs (seen on a loaded machine)
+                    with server.lock:
+                        server.active -= 1
+                    counted = False
                     self.send_response(status)
                     for key, value in headers.items():
                         self.send_header(key, value)
@@ -63,8 +69,9 @@ class Server:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
-                    with server.lock:
-                        server.active -= 1
+                    if counted:
+                        with server.lock:
+                            server.active -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
