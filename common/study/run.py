@@ -42,8 +42,7 @@ def _link(target: Path, link: Path) -> None:
     link.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()), target_is_directory=True)
 
 
-def run_arm(arm_cfg: PipelineConfig, arm_run: RunDir, built: dict[str, Path], force: bool,
-            log: Any = print) -> None:
+def run_arm(arm_cfg: PipelineConfig, arm_run: RunDir, built: dict[str, Path], force: bool) -> None:
     """Run the arm's recipe; a stage already built in this study with the same fingerprint is linked, not rebuilt.
     ``built``: fingerprint -> finished artifact folder (grows as stages finish)."""
     record_config(arm_run, arm_cfg)
