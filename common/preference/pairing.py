@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from common.prompting.templates import Prompt, completion_target
 
@@ -80,13 +80,17 @@ def select_pairs(candidates: Iterable[Candidate], pairing: str = "extremes", min
     if len(pool) < 2:
         return []
     ranked = sorted(pool, key=lambda c: (-c.mi, c.index))
+    return [(hi, lo) for hi, lo in ranked_combinations(ranked, pairing) if keep_ties or hi.mi - lo.mi >= min_margin]
+
+
+def ranked_combinations(ranked: Sequence[Any], pairing: str) -> list[tuple[Any, Any]]:
+    """The candidate (better, worse) pairs of a pool ranked best first: ``extremes`` = the best against the worst,
+    ``all`` = every pair (the first of each is the better). Shared by the MI rule and every other signal."""
     if pairing == "extremes":
-        combos = [(ranked[0], ranked[-1])]
-    elif pairing == "all":
-        combos = list(itertools.combinations(ranked, 2))  # ranked order: the first of each pair is chosen
-    else:
-        raise ValueError(f"pairing must be 'extremes' or 'all', got {pairing!r}")
-    return [(hi, lo) for hi, lo in combos if keep_ties or hi.mi - lo.mi >= min_margin]
+        return [(ranked[0], ranked[-1])]
+    if pairing == "all":
+        return list(itertools.combinations(ranked, 2))
+    raise ValueError(f"pairing must be 'extremes' or 'all', got {pairing!r}")
 
 
 def pair_row(task: Mapping[str, Any], prompt: Prompt, style: str, chosen: Candidate, rejected: Candidate,

@@ -32,14 +32,13 @@ From one ranked pool come:
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from common.preference.corruption import compiles, corruptions
-from common.preference.pairing import Candidate
+from common.preference.pairing import Candidate, ranked_combinations
 
 CRITERIA = ("exec", "compile", "mi", "pylint")
 BINARY = frozenset({"exec", "compile"})
@@ -151,13 +150,7 @@ def select_pairs(pool: Sequence[Scored], pairing: str = "extremes", min_margin: 
     """(chosen, rejected) pairs of one ranked pool (``build_pool``); the modes of ``pairing.select_pairs``."""
     if len(pool) < 2:
         return []
-    if pairing == "extremes":
-        combos = [(pool[0], pool[-1])]
-    elif pairing == "all":
-        combos = list(itertools.combinations(pool, 2))  # ranked order: the first of each pair is chosen
-    else:
-        raise ValueError(f"pairing must be 'extremes' or 'all', got {pairing!r}")
-    return [(hi, lo) for hi, lo in combos if better(hi, lo, min_margin, keep_ties)]
+    return [(hi, lo) for hi, lo in ranked_combinations(pool, pairing) if better(hi, lo, min_margin, keep_ties)]
 
 
 def label_singles(pool: Sequence[Scored]) -> list[tuple[Scored, bool]]:
